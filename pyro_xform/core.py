@@ -1,0 +1,280 @@
+"""The contract: :class:`Xform` (a module that returns a distribution) and
+:class:`XformDistribution` (a Pyro distribution, base → data).
+
+Every family in pyro_xform is a learned transform :math:`T_\\theta` of a simple base
+distribution :math:`p_Z` into the data distribution,
+
+.. math:: x = T_\\theta(z; c), \\qquad z \\sim p_Z,
+
+and differs only in what :math:`T` is, how honest its density is
+(:data:`LOG_PROB_KINDS`) and which objective trains it.
+
+References:
+    Deep generative models as transforms of a base distribution (Bondar et al., 2025,
+    arXiv:2506.17171). Normalizing flows for probabilistic modeling and inference
+    (Papamakarios, Nalisnick, Rezende, Mohamed, Lakshminarayanan, 2019, arXiv:1912.02762).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, ClassVar
+
+import pyro.distributions as pdist
+import torch
+from torch import Tensor, nn
+from torch.distributions import constraints
+
+__all__ = ["LOG_PROB_KINDS", "Xform", "XformDistribution", "check_context"]
+
+#: What ``log_prob`` returns: the exact density, a lower bound, an estimate, or nothing.
+LOG_PROB_KINDS = ("exact", "lower_bound", "estimate", None)
+
+
+def check_context(context: Tensor | None, size: int, *, name: str = "context") -> Tensor | None:
+    """Check a conditioning tensor against the size a model expects.
+
+    Raises:
+        ValueError: a context for an unconditional model, a missing one for a conditional
+            model, a non-floating dtype or a trailing size other than ``size``.
+    """
+    if size == 0:
+        if context is not None:
+            raise ValueError(f"this model is unconditional (context=0) but a {name} was given")
+        return None
+    if context is None:
+        raise ValueError(f"this model is conditional: it needs a {name} of shape (..., {size})")
+    if not isinstance(context, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(context).__name__}")
+    if not context.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {context.dtype}")
+    if context.dim() == 0 or context.shape[-1] != size:
+        raise ValueError(
+            f"{name} has shape {tuple(context.shape)}; expected (..., {size}) "
+            f"(the model was built with context={size})"
+        )
+    return context
+
+
+class XformDistribution(pdist.TransformedDistribution):
+    """A learned transform of a base distribution, as a Pyro distribution (base → data).
+
+    ``x = T(z; c)`` with ``z ~ base``. Where ``T`` is a bijection with a tractable
+    Jacobian the density is exact by the change of variables,
+
+    .. math:: \\log p(x \\mid c) = \\log p_Z(T^{-1}(x; c)) - \\log\\left|\\det
+        \\frac{\\partial T}{\\partial z}\\right|_{z = T^{-1}(x; c)} .
+
+    The transform is a :class:`pyro_xform.transforms.Bijector` (a Pyro
+    ``ConditionalTransformModule``) that computes a value and its log-determinant in one
+    pass, so :meth:`rsample_and_log_prob` costs one pass and :meth:`log_prob` of a sample
+    just drawn costs nothing.
+
+    Args:
+        base: the base distribution, event shape ``(features,)``; its batch shape is the
+            distribution's batch shape.
+        transform: the bijector, base → data.
+        context: conditioning tensor broadcasting against the batch shape, or ``None``.
+        log_prob_kind: one of :data:`LOG_PROB_KINDS`.
+        validate_args: as in :class:`torch.distributions.Distribution`.
+
+    Examples:
+        >>> import torch, pyro_xform
+        >>> d = pyro_xform.MAF(features=2)()
+        >>> x, lp = d.rsample_and_log_prob((5,))
+        >>> x.shape, lp.shape, d.log_prob_kind
+        (torch.Size([5, 2]), torch.Size([5]), 'exact')
+        >>> bool(torch.equal(d.log_prob(x), lp))
+        True
+
+    References:
+        Normalizing flows for probabilistic modeling and inference (Papamakarios et al.,
+        2019, arXiv:1912.02762).
+    """
+
+    arg_constraints: ClassVar[dict] = {}
+
+    def __init__(
+        self,
+        base: torch.distributions.Distribution,
+        transform: Any,
+        context: Tensor | None = None,
+        *,
+        log_prob_kind: str | None = "exact",
+        validate_args: bool | None = None,
+    ) -> None:
+        if log_prob_kind not in LOG_PROB_KINDS:
+            raise ValueError(f"log_prob_kind must be one of {LOG_PROB_KINDS}, got {log_prob_kind!r}")
+        self.bijector = transform
+        self.context = context
+        self.log_prob_kind = log_prob_kind
+        self._last = None  # (sample, log_prob, has_graph) of the latest draw
+        super().__init__(base, [transform.condition(context)], validate_args=validate_args)
+
+    # -- shape ---------------------------------------------------------------------------
+    def expand(self, batch_shape, _instance=None) -> XformDistribution:
+        batch_shape = torch.Size(batch_shape)
+        context = self.context
+        if context is not None:
+            context = context.expand(batch_shape + context.shape[-1:])
+        new = self.__class__.__new__(self.__class__) if _instance is None else _instance
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k not in _REBUILT})
+        XformDistribution.__init__(
+            new,
+            self.base_dist.expand(batch_shape),
+            self.bijector,
+            context,
+            log_prob_kind=self.log_prob_kind,
+            validate_args=self.__dict__.get("_validate_args"),
+        )
+        return new
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+    @property
+    def has_rsample(self) -> bool:
+        return bool(getattr(self.bijector, "differentiable", True))
+
+    # -- sampling ------------------------------------------------------------------------
+    def _forward(self, sample_shape, reparameterized: bool) -> tuple[Tensor, Tensor]:
+        z = self.base_dist.rsample(sample_shape) if reparameterized else self.base_dist.sample(sample_shape)
+        x, ladj = self.bijector.forward_and_ladj(z, self.context)
+        lp = self.base_dist.log_prob(z) - ladj
+        self._last = (x, lp, torch.is_grad_enabled())
+        return x, lp
+
+    def rsample_and_log_prob(self, sample_shape=torch.Size()) -> tuple[Tensor, Tensor]:
+        """Draw a reparameterized sample and its log-density in one pass."""
+        return self._forward(torch.Size(sample_shape), True)
+
+    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+        return self._forward(torch.Size(sample_shape), True)[0]
+
+    def sample(self, sample_shape=torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return self._forward(torch.Size(sample_shape), False)[0]
+
+    # -- density -------------------------------------------------------------------------
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self.log_prob_kind is None:
+            raise NotImplementedError(self._no_density_message())
+        last = self._last
+        # A draw made without a graph cannot stand in for a log_prob that needs one.
+        if last is not None and value is last[0] and (last[2] or not torch.is_grad_enabled()):
+            return last[1]
+        if self._validate_args:
+            self._validate_sample(value)
+        z, ladj = self.bijector.inverse_and_ladj(value, self.context)
+        return self.base_dist.log_prob(z) - ladj
+
+    def _no_density_message(self) -> str:
+        return (
+            "this model has no tractable density (log_prob_kind is None); use sample-based "
+            "metrics, or run inference over the base variable"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(batch_shape={tuple(self.batch_shape)}, "
+            f"event_shape={tuple(self.event_shape)}, log_prob_kind={self.log_prob_kind!r})"
+        )
+
+
+_REBUILT = {"base_dist", "transforms", "_batch_shape", "_event_shape", "context", "_last", "_validate_args"}
+
+
+def _record_config(init):
+    """Wrap ``__init__`` so an instance remembers the arguments it was built with."""
+
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapped(self, *args, **kwargs):
+        outermost = "config" not in self.__dict__
+        if outermost:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            arguments.pop("self")
+            object.__setattr__(self, "config", arguments)
+        init(self, *args, **kwargs)
+
+    wrapped._records_config = True
+    return wrapped
+
+
+class Xform(nn.Module):
+    """A learned transform of a base distribution; calling it returns a distribution.
+
+    ``xform(context=None)`` returns an :class:`XformDistribution` over events of shape
+    ``(features,)`` whose batch shape is ``context.shape[:-1]``. Parameters live in the
+    module, so ``pyro.module(name, xform)`` registers them for Pyro's optimizers.
+
+    Subclasses set :attr:`log_prob_kind` and :attr:`default_objective` and implement
+    :meth:`forward`. Constructor arguments are recorded in :attr:`config` so that a model
+    can be rebuilt from a checkpoint.
+
+    Args:
+        features: event size.
+        context: size of the conditioning vector (0 for an unconditional model).
+    """
+
+    log_prob_kind: ClassVar[str | None] = "exact"
+    default_objective: ClassVar[str] = "mle"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__ and not getattr(cls.__init__, "_records_config", False):
+            cls.__init__ = _record_config(cls.__init__)
+
+    def __init__(self, features: int, context: int = 0) -> None:
+        super().__init__()
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ValueError(f"features must be a positive int, got {features!r}")
+        if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+            raise ValueError(f"context must be a non-negative int, got {context!r}")
+        self.features = features
+        self.context_features = context
+        self.register_buffer("base_loc", torch.zeros(features))
+        self.register_buffer("base_scale", torch.ones(features))
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return torch.Size((self.features,))
+
+    def base(self, batch_shape=torch.Size()) -> torch.distributions.Distribution:
+        """The standard normal base distribution with the given batch shape."""
+        return pdist.Normal(self.base_loc, self.base_scale).to_event(1).expand(torch.Size(batch_shape))
+
+    def check_context(self, context: Tensor | None) -> Tensor | None:
+        """Validate ``context`` for this model (see :func:`check_context`)."""
+        return check_context(context, self.context_features)
+
+    def check_data(self, data: Tensor, *, name: str = "data") -> None:
+        """Raise ``ValueError`` unless ``data`` is a non-empty finite batch of events.
+
+        The message names the problem and the first offending row.
+        """
+        if not isinstance(data, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(data).__name__}")
+        if not data.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {data.dtype}")
+        if data.dim() != 1 + len(self.event_shape) or data.shape[1:] != self.event_shape:
+            raise ValueError(
+                f"{name} has shape {tuple(data.shape)}; expected (N, {', '.join(map(str, self.event_shape))})"
+            )
+        if data.shape[0] == 0:
+            raise ValueError(f"{name} is empty (0 rows)")
+        bad = ~torch.isfinite(data).flatten(1).all(1)
+        if bad.any():
+            row = int(bad.nonzero()[0, 0])
+            raise ValueError(f"{name} has NaN or Inf values (first at row {row})")
+
+    def forward(self, context: Tensor | None = None) -> XformDistribution:  # pragma: no cover
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, context={self.context_features}"

@@ -1,0 +1,157 @@
+"""Offline data sets with fixed seeds and splits.
+
+2-D toys as defined in FFJORD's code (``8gaussians``, ``checkerboard``, ``moons``,
+``pinwheel``, ``rings``, ``2spirals``) and scikit-learn's bundled 8x8 digits, uniformly
+dequantized. Nothing is downloaded.
+
+References:
+    FFJORD: Free-form Continuous Dynamics for Scalable Reversible Generative Models
+    (Grathwohl, Chen, Bettencourt, Sutskever, Duvenaud, 2018, arXiv:1810.01367).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["TOYS", "Split", "bits_per_dim", "digits", "load", "toy"]
+
+
+class Split(NamedTuple):
+    """A train/test pair of tensors."""
+
+    train: Tensor
+    test: Tensor
+
+
+def _8gaussians(rng: np.random.Generator, n: int) -> np.ndarray:
+    s = 1 / math.sqrt(2)
+    centers = 4.0 * np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (s, s), (s, -s), (-s, s), (-s, -s)])
+    points = rng.standard_normal((n, 2)) * 0.5 + centers[rng.integers(0, 8, n)]
+    return points / 1.414
+
+
+def _checkerboard(rng, n):
+    x1 = rng.random(n) * 4 - 2
+    x2 = rng.random(n) - rng.integers(0, 2, n) * 2
+    x2 = x2 + np.floor(x1) % 2
+    return np.stack([x1, x2], 1) * 2
+
+
+def _moons(rng, n):
+    from sklearn.datasets import make_moons
+
+    x = make_moons(n_samples=n, noise=0.1, random_state=int(rng.integers(2**31)))[0]
+    return x * 2 + np.array([-1.0, -0.2])
+
+
+def _pinwheel(rng, n):
+    radial_std, tangential_std, classes, rate = 0.3, 0.1, 5, 0.25
+    rads = np.linspace(0, 2 * np.pi, classes, endpoint=False)
+    features = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
+    features[:, 0] += 1.0
+    labels = np.arange(n) % classes
+    angles = rads[labels] + rate * np.exp(features[:, 0])
+    rotations = np.stack([np.cos(angles), -np.sin(angles), np.sin(angles), np.cos(angles)], 1).reshape(-1, 2, 2)
+    return 2 * rng.permutation(np.einsum("ti,tij->tj", features, rotations))
+
+
+def _rings(rng, n):
+    sizes = [n - 3 * (n // 4)] + [n // 4] * 3
+    radii = [1.0, 0.75, 0.5, 0.25]
+    circles = []
+    for m, r in zip(sizes, radii, strict=True):
+        t = np.linspace(0, 2 * np.pi, m, endpoint=False)
+        circles.append(np.stack([np.cos(t) * r, np.sin(t) * r], 1))
+    x = rng.permutation(np.concatenate(circles)) * 3.0
+    return x + rng.standard_normal(x.shape) * 0.08
+
+
+def _2spirals(rng, n):
+    m = n // 2
+    t = np.sqrt(rng.random((n - m, 1))) * 540 * (2 * np.pi) / 360
+    d1x = -np.cos(t) * t + rng.random((n - m, 1)) * 0.5
+    d1y = np.sin(t) * t + rng.random((n - m, 1)) * 0.5
+    arm = np.hstack([d1x, d1y])
+    x = np.vstack([arm, -arm[:m]]) / 3
+    return rng.permutation(x + rng.standard_normal(x.shape) * 0.1)
+
+
+#: The 2-D toy generators by name.
+TOYS = {
+    "8gaussians": _8gaussians,
+    "checkerboard": _checkerboard,
+    "moons": _moons,
+    "pinwheel": _pinwheel,
+    "rings": _rings,
+    "2spirals": _2spirals,
+}
+
+
+def toy(name: str, n: int = 10_000, seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Draw ``n`` points of a 2-D toy data set with a fixed seed.
+
+    Examples:
+        >>> x = toy("moons", n=100, seed=1)
+        >>> x.shape, x.dtype
+        (torch.Size([100, 2]), torch.float32)
+        >>> bool(torch.equal(x, toy("moons", n=100, seed=1)))
+        True
+    """
+    if name not in TOYS:
+        raise ValueError(f"unknown toy data set {name!r}; choose from {sorted(TOYS)}")
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    rng = np.random.default_rng(seed)
+    return torch.as_tensor(TOYS[name](rng, n), dtype=dtype)
+
+
+def digits(dtype: torch.dtype = torch.float32, seed: int = 0) -> Split:
+    """scikit-learn's bundled 8x8 digits (1797 x 64), uniformly dequantized to ``[0, 1)``.
+
+    Pixel values :math:`v \\in \\{0, \\dots, 16\\}` become :math:`(v + u)/17` with
+    :math:`u \\sim U[0, 1)`; the 80/20 split (1437/360) is fixed.
+
+    Examples:
+        >>> split = digits()
+        >>> split.train.shape, split.test.shape
+        (torch.Size([1437, 64]), torch.Size([360, 64]))
+    """
+    from sklearn.datasets import load_digits
+
+    pixels = load_digits().data.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    order = np.random.default_rng(0).permutation(len(pixels))
+    x = (pixels + rng.random(pixels.shape)) / 17.0
+    x = torch.as_tensor(x[order], dtype=dtype)
+    n_train = int(round(0.8 * len(x)))
+    return Split(x[:n_train], x[n_train:])
+
+
+def load(name: str, n_train: int = 10_000, n_test: int = 5_000, dtype: torch.dtype = torch.float32) -> Split:
+    """A fixed train/test split of a named data set (a toy or ``"digits"``).
+
+    Examples:
+        >>> train, test = load("8gaussians", n_train=50, n_test=20)
+        >>> train.shape, test.shape
+        (torch.Size([50, 2]), torch.Size([20, 2]))
+    """
+    if name == "digits":
+        return digits(dtype)
+    return Split(toy(name, n_train, seed=0, dtype=dtype), toy(name, n_test, seed=1, dtype=dtype))
+
+
+def bits_per_dim(nll: float, dims: int, levels: int = 17) -> float:
+    """Convert a continuous NLL in nats (per example, data scaled to ``[0, 1)``) to bits per
+    dimension of the discrete data on a ``levels``-level scale:
+    :math:`\\mathrm{bpd} = (\\mathrm{nll}/D + \\ln L)/\\ln 2`.
+
+    Examples:
+        >>> round(bits_per_dim(0.0, dims=64), 4)  # uniform on [0, 1)^64: log2(17)
+        4.0875
+    """
+    return (nll / dims + math.log(levels)) / math.log(2)

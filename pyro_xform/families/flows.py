@@ -1,0 +1,215 @@
+"""Discrete normalizing flows: a chain of bijectors of a standard normal (exact density)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor
+
+from ..core import Xform, XformDistribution
+from ..transforms import (
+    ActNorm,
+    AffineAutoregressive,
+    AffineCoupling,
+    Bijector,
+    Chain,
+    LULinear,
+    Permutation,
+    SplineAutoregressive,
+    SplineCoupling,
+)
+
+__all__ = ["IAF", "MAF", "NSF", "Flow", "RealNVP"]
+
+_LINEAR = ("permutation", "lu", None)
+
+
+class Flow(Xform):
+    """A normalizing flow: :math:`x = T_K \\circ \\dots \\circ T_1(z)`, :math:`z \\sim \\mathcal N(0, I)`,
+
+    .. math:: \\log p(x \\mid c) = \\log \\mathcal N(z; 0, I) - \\sum_k \\log|\\det J_{T_k}| .
+
+    The named flows (:class:`MAF`, :class:`IAF`, :class:`RealNVP`, :class:`NSF`) build the
+    chain from ``block(features, context)``, a factory of one coupling or autoregressive
+    layer, with optional :class:`ActNorm` before and a permutation or :class:`LULinear`
+    between blocks.
+
+    Args:
+        features: event size.
+        context: context size.
+        transforms: number of blocks.
+        block: factory ``(index) -> Bijector``.
+        linear: what goes between blocks: ``"permutation"`` (reverse order), ``"lu"``
+            (reverse order then an :class:`LULinear`) or ``None``.
+        actnorm: put an :class:`ActNorm` before every block.
+
+    References:
+        Normalizing flows for probabilistic modeling and inference (Papamakarios et al.,
+        2019, arXiv:1912.02762).
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        *,
+        transforms: int,
+        block: Callable[[int], Bijector],
+        linear: str | None = "permutation",
+        actnorm: bool = False,
+    ) -> None:
+        super().__init__(features, context)
+        if isinstance(transforms, bool) or not isinstance(transforms, int) or transforms < 1:
+            raise ValueError(f"transforms must be a positive int, got {transforms!r}")
+        if linear not in _LINEAR:
+            raise ValueError(f"linear must be one of {_LINEAR}, got {linear!r}")
+        layers: list[Bijector] = []
+        for i in range(transforms):
+            if i and linear is not None:
+                layers.append(Permutation(features))
+                if linear == "lu":
+                    layers.append(LULinear(features))
+            if actnorm:
+                layers.append(ActNorm(features))
+            layers.append(block(i))
+        # The chain runs base → data; the last block listed acts last on the base sample.
+        self.transform = Chain(layers)
+
+    def forward(self, context: Tensor | None = None) -> XformDistribution:
+        context = self.check_context(context)
+        batch_shape = context.shape[:-1] if context is not None else ()
+        return XformDistribution(self.base(batch_shape), self.transform, context, log_prob_kind="exact")
+
+
+class MAF(Flow):
+    """Masked autoregressive flow: affine autoregressive blocks, one pass to score data
+    (fast training by maximum likelihood), ``features`` passes to sample.
+
+    Examples:
+        >>> import torch, pyro_xform
+        >>> flow = pyro_xform.MAF(features=3, context=2)
+        >>> flow(torch.randn(4, 2)).log_prob(torch.randn(4, 3)).shape
+        torch.Size([4])
+
+    References:
+        Masked Autoregressive Flow for Density Estimation (Papamakarios, Pavlakou, Murray,
+        2017, arXiv:1705.07057).
+    """
+
+    _fast = "density"
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 5,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        linear: str | None = "permutation",
+        actnorm: bool = False,
+        log_scale_bound: float = 5.0,
+    ) -> None:
+        super().__init__(
+            features,
+            context,
+            transforms=transforms,
+            block=lambda i: AffineAutoregressive(
+                features, context, hidden, activation, self._fast, log_scale_bound
+            ),
+            linear=linear,
+            actnorm=actnorm,
+        )
+
+
+class IAF(MAF):
+    """Inverse autoregressive flow: affine autoregressive blocks, one pass to sample (and
+    score its own samples, e.g. as a variational posterior), ``features`` passes to score
+    arbitrary data.
+
+    Examples:
+        >>> import torch, pyro_xform
+        >>> x, lp = pyro_xform.IAF(features=3)().rsample_and_log_prob((7,))
+        >>> x.shape, lp.shape
+        (torch.Size([7, 3]), torch.Size([7]))
+
+    References:
+        Improved Variational Inference with Inverse Autoregressive Flow (Kingma et al.,
+        2016, arXiv:1606.04934).
+    """
+
+    _fast = "sampling"
+
+
+class RealNVP(Flow):
+    """RealNVP: affine coupling blocks; sampling and scoring each take one pass.
+
+    Examples:
+        >>> import pyro_xform
+        >>> pyro_xform.RealNVP(features=2)().sample((3,)).shape
+        torch.Size([3, 2])
+
+    References:
+        Density estimation using Real NVP (Dinh, Sohl-Dickstein, Bengio, 2016,
+        arXiv:1605.08803).
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 6,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        linear: str | None = "permutation",
+        actnorm: bool = False,
+        log_scale_bound: float = 5.0,
+    ) -> None:
+        super().__init__(
+            features,
+            context,
+            transforms=transforms,
+            block=lambda i: AffineCoupling(features, context, hidden, activation, log_scale_bound),
+            linear=linear,
+            actnorm=actnorm,
+        )
+
+
+class NSF(Flow):
+    """Neural spline flow: monotone rational-quadratic splines with identity tails outside
+    ``[-bound, bound]``, in coupling blocks (``variant="coupling"``, one pass either way)
+    or autoregressive blocks (``variant="autoregressive"``, one pass to score).
+
+    Examples:
+        >>> import torch, pyro_xform
+        >>> flow = pyro_xform.NSF(features=2)
+        >>> flow().log_prob(torch.zeros(2)).shape
+        torch.Size([])
+
+    References:
+        Neural Spline Flows (Durkan, Bekasov, Murray, Papamakarios, 2019, arXiv:1906.04032).
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 4,
+        hidden: Sequence[int] = (64, 64),
+        bins: int = 8,
+        bound: float = 5.0,
+        variant: str = "coupling",
+        activation: str = "relu",
+        linear: str | None = "permutation",
+        actnorm: bool = False,
+    ) -> None:
+        if variant not in ("coupling", "autoregressive"):
+            raise ValueError(f"variant must be 'coupling' or 'autoregressive', got {variant!r}")
+
+        def block(i: int) -> Bijector:
+            if variant == "coupling":
+                return SplineCoupling(features, context, hidden, activation, bins, bound)
+            return SplineAutoregressive(features, context, hidden, activation, "density", bins, bound)
+
+        super().__init__(
+            features, context, transforms=transforms, block=block, linear=linear, actnorm=actnorm
+        )

@@ -1,0 +1,321 @@
+"""``fit``: the one training loop for every family."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .checkpoint import FORMAT, atomic_save, config_of, read
+from .core import Xform
+from .objectives import get_objective
+
+__all__ = ["FitResult", "fit"]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes:
+        model: the trained model (the best validation parameters when a validation set
+            was given).
+        objective: the objective's name.
+        losses: training loss per step (per example).
+        val_steps, val_losses: the steps at which the validation loss was measured, and its
+            values (per example).
+        best_step, best_val: the step with the lowest validation loss, and that loss.
+        steps: steps taken in total (including those before a resume).
+        stopped_early: whether early stopping ended the run.
+        seconds: wall-clock time of this call.
+    """
+
+    model: Xform
+    objective: str
+    losses: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    best_step: int | None = None
+    best_val: float | None = None
+    steps: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    def __repr__(self) -> str:
+        last = f"{self.losses[-1]:.4f}" if self.losses else "n/a"
+        best = "" if self.best_val is None else f", best_val={self.best_val:.4f} at step {self.best_step}"
+        return (
+            f"FitResult({type(self.model).__name__}, objective={self.objective!r}, steps={self.steps}, "
+            f"loss={last}{best}, stopped_early={self.stopped_early}, seconds={self.seconds:.1f})"
+        )
+
+
+def _check_context(model: Xform, context: Tensor | None, n: int, name: str) -> None:
+    model.check_context(context if context is None else context[:0])
+    if context is None:
+        return
+    if context.dim() != 2 or context.shape[0] != n:
+        raise ValueError(
+            f"{name} has shape {tuple(context.shape)}; expected ({n}, {model.context_features}), "
+            "one row per data row"
+        )
+    bad = ~torch.isfinite(context).all(1)
+    if bad.any():
+        raise ValueError(f"{name} has NaN or Inf values (first at row {int(bad.nonzero()[0, 0])})")
+
+
+def _check_dtype(model: Xform, tensor: Tensor, name: str) -> None:
+    param = next(model.parameters(), None)
+    if param is not None and tensor.dtype != param.dtype:
+        raise ValueError(
+            f"{name} has dtype {tensor.dtype} but the model's parameters are {param.dtype}; "
+            f"convert one of them (e.g. model.to({tensor.dtype}) or {name}.to({param.dtype}))"
+        )
+
+
+def _clone_state(model: Xform) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: Xform,
+    data: Tensor,
+    *,
+    objective: str | None = None,
+    context: Tensor | None = None,
+    steps: int = 1000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    validation: float | Tensor | tuple[Tensor, Tensor] | None = None,
+    patience: int = 10,
+    eval_every: int | None = None,
+    weight_decay: float = 0.0,
+    clip_grad: float | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+    seed: int | None = None,
+    distributed: bool | None = None,
+) -> FitResult:
+    """Train any family with its default objective or a named compatible one.
+
+    Minibatches are drawn without replacement, reshuffled every epoch; the optimizer is
+    Adam. For maximum likelihood the loss is Pyro's ``Trace_ELBO`` of
+    ``pyro.sample("x", model(context), obs=batch)`` with an empty guide (see
+    :mod:`pyro_xform.objectives`).
+
+    Args:
+        model: the model to train, in place.
+        data: training data, shape ``(N, *event_shape)``.
+        objective: objective name (``"mle"``, ...); ``None`` takes the model's default.
+        context: conditioning rows, shape ``(N, context)``, for a conditional model.
+        steps: total number of optimizer steps (a resumed run continues up to this count).
+        batch_size: minibatch size.
+        lr: Adam learning rate.
+        validation: a fraction of ``data`` to hold out, held-out data, or ``(data, context)``.
+            With it, the validation loss is measured every ``eval_every`` steps, training
+            stops after ``patience`` measurements without improvement, and the best
+            parameters are kept.
+        patience: early-stopping patience, in validation measurements.
+        eval_every: steps between validation measurements (default ``steps // 20``, at most 100).
+        weight_decay: Adam weight decay.
+        clip_grad: clip the gradient norm to this value.
+        checkpoint: path of a checkpoint file; written atomically every ``checkpoint_every``
+            steps and at the end. If it exists, training resumes from it and continues the
+            same run bit for bit.
+        checkpoint_every: steps between checkpoints (default ``eval_every``).
+        progress: show a progress bar with the loss (only on a terminal).
+        seed: seed of the data order and of the objective's randomness.
+        distributed: reserved for multi-process training; only ``None``/``False`` for now.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        ValueError: bad data or context (NaN/Inf, shape, dtype, empty), before any
+            parameter changes.
+        FloatingPointError: the loss or its gradient became NaN/Inf; the parameters are
+            left at the last good step.
+
+    Examples:
+        >>> import torch, pyro_xform
+        >>> data = pyro_xform.datasets.toy("moons", n=512)
+        >>> result = pyro_xform.fit(pyro_xform.MAF(features=2), data, steps=20, progress=False, seed=0)
+        >>> len(result.losses), result.losses[-1] < result.losses[0]
+        (20, True)
+    """
+    started = time.perf_counter()
+    if distributed:
+        raise NotImplementedError("multi-process training (distributed=True) is not available yet")
+    if not isinstance(model, Xform):
+        raise ValueError(f"model must be a pyro_xform.Xform, got {type(model).__name__}")
+    obj = get_objective(objective, model)
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("patience", patience)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+
+    model.check_data(data)
+    _check_dtype(model, data, "data")
+    _check_context(model, context, data.shape[0], "context")
+    if context is not None:
+        _check_dtype(model, context, "context")
+
+    # Seeds: a seed fixes the data order, the validation split and the objective's draws.
+    if seed is not None:
+        torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
+
+    val_data = val_context = None
+    if validation is not None:
+        if isinstance(validation, float):
+            if not 0 < validation < 1:
+                raise ValueError(f"a validation fraction must lie in (0, 1), got {validation}")
+            n_val = max(1, int(round(validation * data.shape[0])))
+            if n_val >= data.shape[0]:
+                raise ValueError("the validation fraction leaves no training data")
+            order = torch.randperm(data.shape[0], generator=generator)
+            val_idx, train_idx = order[:n_val], order[n_val:]
+            val_data, data = data[val_idx], data[train_idx]
+            if context is not None:
+                val_context, context = context[val_idx], context[train_idx]
+        else:
+            val_data, val_context = validation if isinstance(validation, tuple) else (validation, None)
+            model.check_data(val_data, name="validation data")
+            _check_dtype(model, val_data, "validation data")
+            _check_context(model, val_context, val_data.shape[0], "validation context")
+    eval_every = eval_every or max(1, min(100, steps // 20))
+    checkpoint_every = checkpoint_every or eval_every
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    n = data.shape[0]
+    state = {
+        "step": 0,
+        "perm": torch.randperm(n, generator=generator),
+        "pos": 0,
+        "losses": [],
+        "val_steps": [],
+        "val_losses": [],
+        "best": None,
+        "best_val": math.inf,
+        "best_step": None,
+        "bad": 0,
+        "stopped": False,
+    }
+    config = config_of(model) if checkpoint is not None else None
+    if checkpoint is not None and os.path.exists(checkpoint):
+        state = _resume(checkpoint, config, model, optimizer, generator, n)
+
+    def save_checkpoint() -> None:
+        current = _clone_state(model)
+        resume = dict(state, params=current, optim=optimizer.state_dict(), rng=torch.get_rng_state(),
+                      gen=generator.get_state())
+        best = state["best"] if state["best"] is not None else current
+        atomic_save({"format": FORMAT, "config": config, "state_dict": best, "resume": resume}, checkpoint)
+
+    was_training = model.training
+    model.train()
+    bar = tqdm(
+        total=steps,
+        initial=state["step"],
+        disable=not (progress and sys.stderr.isatty()),
+        desc=f"fit {type(model).__name__} ({obj.name})",
+        dynamic_ncols=True,
+    )
+    try:
+        while state["step"] < steps and not state["stopped"]:
+            if state["pos"] >= n:
+                state["perm"], state["pos"] = torch.randperm(n, generator=generator), 0
+            idx = state["perm"][state["pos"] : state["pos"] + batch_size]
+            state["pos"] += batch_size
+            batch = data[idx]
+            batch_context = None if context is None else context[idx]
+
+            loss = obj.loss(model, batch, batch_context)
+            value = float(loss.detach()) / batch.shape[0]
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"the {obj.name} loss became {value} at step {state['step'] + 1}; the parameters "
+                    "are those of the last good step (try a smaller lr, clip_grad, or check the data)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, math.inf if clip_grad is None else clip_grad)
+            if not torch.isfinite(norm):
+                optimizer.zero_grad(set_to_none=True)
+                raise FloatingPointError(
+                    f"the gradient became NaN/Inf at step {state['step'] + 1}; the parameters are "
+                    "those of the last good step (try a smaller lr or clip_grad)"
+                )
+            optimizer.step()
+            state["step"] += 1
+            state["losses"].append(value)
+            bar.update(1)
+            if state["step"] % 10 == 0 or state["step"] == steps:
+                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+
+            last = state["step"] == steps
+            if val_data is not None and (state["step"] % eval_every == 0 or last):
+                val = _validate(obj, model, val_data, val_context, batch_size)
+                state["val_steps"].append(state["step"])
+                state["val_losses"].append(val)
+                if val < state["best_val"]:
+                    state.update(best=_clone_state(model), best_val=val, best_step=state["step"], bad=0)
+                else:
+                    state["bad"] += 1
+                    state["stopped"] = state["bad"] >= patience
+            if checkpoint is not None and (state["step"] % checkpoint_every == 0 or last or state["stopped"]):
+                save_checkpoint()
+    finally:
+        bar.close()
+        model.train(was_training)
+
+    if state["best"] is not None:
+        model.load_state_dict(state["best"])
+    return FitResult(
+        model=model,
+        objective=obj.name,
+        losses=list(state["losses"]),
+        val_steps=list(state["val_steps"]),
+        val_losses=list(state["val_losses"]),
+        best_step=state["best_step"],
+        best_val=None if state["best_step"] is None else state["best_val"],
+        steps=state["step"],
+        stopped_early=state["stopped"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+@torch.no_grad()
+def _validate(obj, model: Xform, data: Tensor, context: Tensor | None, batch_size: int) -> float:
+    total, chunk = 0.0, max(batch_size, 1024)
+    for i in range(0, data.shape[0], chunk):
+        batch = data[i : i + chunk]
+        ctx = None if context is None else context[i : i + chunk]
+        total += float(obj.validation_loss(model, batch, ctx)) * batch.shape[0]
+    value = total / data.shape[0]
+    return value if math.isfinite(value) else math.inf
+
+
+def _resume(path, config, model, optimizer, generator, n) -> dict:
+    saved = read(path)
+    if saved["config"] != config:
+        raise ValueError(f"checkpoint {path} was written for another model: {saved['config']}")
+    resume = saved.get("resume")
+    if resume is None:
+        raise ValueError(f"{path} holds a model but no training state to resume")
+    if resume["perm"].shape[0] != n:
+        raise ValueError(f"checkpoint {path} was written for {resume['perm'].shape[0]} training rows, not {n}")
+    model.load_state_dict(resume.pop("params"))
+    optimizer.load_state_dict(resume.pop("optim"))
+    torch.set_rng_state(resume.pop("rng"))
+    generator.set_state(resume.pop("gen"))
+    return resume

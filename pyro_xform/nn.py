@@ -1,0 +1,147 @@
+"""Small networks shared by the families: an MLP and MADE, both conditional.
+
+The context enters the first layer through a separate linear map that is *added*
+(:math:`W_x x + W_c c`), which equals a linear layer on ``cat(x, c)`` but broadcasts
+``c`` instead of copying it to every sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["MADE", "MLP", "activation"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+def activation(name: str) -> nn.Module:
+    """An activation module by name: ``relu``, ``silu``, ``elu``, ``tanh`` or ``gelu``."""
+    try:
+        return _ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}") from None
+
+
+class MLP(nn.Module):
+    """Multilayer perceptron :math:`\\mathbb{R}^{n} \\times \\mathbb{R}^{c} \\to \\mathbb{R}^{m}`.
+
+    Args:
+        in_features: input size (may be 0: the output then depends on the context only).
+        out_features: output size.
+        hidden: hidden layer sizes.
+        context: context size (0: none).
+        activation: activation name.
+        zero_last: initialize the last layer to zero, so a transform built on it starts at
+            the identity.
+
+    Examples:
+        >>> net = MLP(2, 3, hidden=(8,), context=1)
+        >>> net(torch.randn(5, 2), torch.randn(5, 1)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (64, 64),
+        context: int = 0,
+        activation: str = "relu",
+        zero_last: bool = True,
+    ) -> None:
+        super().__init__()
+        hidden = tuple(hidden)
+        if not hidden:
+            raise ValueError("hidden must name at least one layer size")
+        self.first = nn.Linear(in_features, hidden[0])
+        self.context_layer = nn.Linear(context, hidden[0], bias=False) if context else None
+        layers: list[nn.Module] = [globals()["activation"](activation)]
+        for a, b in zip(hidden[:-1], hidden[1:], strict=True):
+            layers += [nn.Linear(a, b), globals()["activation"](activation)]
+        last = nn.Linear(hidden[-1], out_features)
+        if zero_last:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        layers.append(last)
+        self.rest = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        h = self.first(x)
+        if self.context_layer is not None:
+            h = h + self.context_layer(context)
+        return self.rest(h)
+
+
+class _MaskedLinear(nn.Linear):
+    def __init__(self, mask: Tensor) -> None:
+        super().__init__(mask.shape[1], mask.shape[0])
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """Masked autoencoder for distribution estimation: output ``i`` depends on inputs
+    ``< i`` (and on the whole context) only.
+
+    Returns ``params_per_dim`` numbers per input dimension, shape ``(..., features, P)``.
+
+    Args:
+        features: input size :math:`D`.
+        params_per_dim: outputs per dimension :math:`P`.
+        hidden: hidden layer sizes.
+        context: context size.
+        activation: activation name.
+
+    Examples:
+        >>> made = MADE(3, 2, hidden=(16,))
+        >>> made(torch.randn(4, 3)).shape
+        torch.Size([4, 3, 2])
+
+    References:
+        MADE: Masked Autoencoder for Distribution Estimation (Germain, Gregor, Murray,
+        Larochelle, 2015, arXiv:1502.03509).
+    """
+
+    def __init__(
+        self,
+        features: int,
+        params_per_dim: int,
+        hidden: Sequence[int] = (64, 64),
+        context: int = 0,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        hidden = tuple(hidden)
+        if not hidden:
+            raise ValueError("hidden must name at least one layer size")
+        self.features, self.params_per_dim = features, params_per_dim
+        degree_in = torch.arange(1, features + 1)
+        # Hidden units of degree 0 see only the context; without one they would be wasted.
+        low = 0 if (context or features == 1) else 1
+        span = features - low
+        degrees = [degree_in] + [torch.arange(h) % span + low for h in hidden]
+        layers: list[nn.Module] = []
+        for i, (d_in, d_out) in enumerate(zip(degrees[:-1], degrees[1:], strict=True)):
+            layers.append(_MaskedLinear((d_out[:, None] >= d_in[None, :]).float()))
+            if i == 0:
+                self.context_layer = nn.Linear(context, hidden[0], bias=False) if context else None
+            layers.append(globals()["activation"](activation))
+        degree_out = degree_in.repeat_interleave(params_per_dim)
+        last = _MaskedLinear((degree_out[:, None] > degrees[-1][None, :]).float())
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.first = layers[0]
+        self.rest = nn.Sequential(*layers[1:], last)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        h = self.first(x)
+        if self.context_layer is not None:
+            h = h + self.context_layer(context)
+        out = self.rest(h)
+        return out.unflatten(-1, (self.features, self.params_per_dim))

@@ -1,0 +1,144 @@
+"""Bijectors: conditional transform modules that return a value and its log-determinant
+in one pass, in either direction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from pyro.distributions.conditional import ConditionalTransformModule
+from torch import Tensor, nn
+from torch.distributions import constraints
+from torch.distributions.transforms import Transform
+
+__all__ = ["Bijector", "Chain", "ConditionedBijector"]
+
+
+class Bijector(ConditionalTransformModule):
+    """Base class of every pyro_xform transform, in Pyro's direction (base → data).
+
+    A bijector :math:`T(\\cdot; c)` on vectors of size ``features`` implements
+    :meth:`forward_and_ladj` (:math:`z \\mapsto (x, \\log|\\det \\partial x/\\partial z|)`) and
+    :meth:`inverse_and_ladj` (:math:`x \\mapsto (z, \\log|\\det \\partial x/\\partial z|)`,
+    the *forward* log-determinant at the recovered :math:`z`), each a single pass.
+    ``condition(context)`` returns a :class:`torch.distributions.transforms.Transform`, so a
+    bijector also plugs into Pyro's own ``TransformedDistribution``.
+
+    Args:
+        features: event size.
+        context: size of the conditioning vector (0: unconditional).
+
+    References:
+        Normalizing flows for probabilistic modeling and inference (Papamakarios et al.,
+        2019, arXiv:1912.02762).
+    """
+
+    #: whether ``forward_and_ladj`` is differentiable in its input (reparameterization)
+    differentiable = True
+
+    def __init__(self, features: int, context: int = 0) -> None:
+        super().__init__()
+        self.features = features
+        self.context_features = context
+
+    def forward_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def inverse_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def condition(self, context: Tensor | None) -> ConditionedBijector:
+        return ConditionedBijector(self, context)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, context={self.context_features}"
+
+
+class ConditionedBijector(Transform):
+    """A :class:`Bijector` with its context fixed, as a torch ``Transform``.
+
+    The log-determinant of the latest call (either direction) is cached, so
+    ``log_abs_det_jacobian`` after ``__call__`` or ``inv`` costs nothing.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, bijector: Bijector, context: Tensor | None) -> None:
+        super().__init__(cache_size=1)
+        self.bijector = bijector
+        self.context = context
+        self._ladj = None
+
+    def _call(self, z: Tensor) -> Tensor:
+        x, ladj = self.bijector.forward_and_ladj(z, self.context)
+        self._ladj = (z, x, ladj)
+        return x
+
+    def _inverse(self, x: Tensor) -> Tensor:
+        z, ladj = self.bijector.inverse_and_ladj(x, self.context)
+        self._ladj = (z, x, ladj)
+        return z
+
+    def log_abs_det_jacobian(self, z: Tensor, x: Tensor) -> Tensor:
+        cached = self._ladj
+        if cached is not None and cached[0] is z and cached[1] is x:
+            return cached[2]
+        return self.bijector.inverse_and_ladj(x, self.context)[1]
+
+
+class Chain(Bijector):
+    """Composition :math:`T = T_K \\circ \\dots \\circ T_1` of bijectors (``T_1`` acts first on
+    the base sample); log-determinants add.
+
+    Examples:
+        >>> import torch
+        >>> from pyro_xform.transforms import Chain, Permutation
+        >>> t = Chain([Permutation(3), Permutation(3)])
+        >>> x, ladj = t.forward_and_ladj(torch.randn(4, 3))
+        >>> x.shape, ladj.shape
+        (torch.Size([4, 3]), torch.Size([4]))
+    """
+
+    def __init__(self, bijectors: Iterable[Bijector]) -> None:
+        bijectors = list(bijectors)
+        if not bijectors:
+            raise ValueError("Chain needs at least one bijector")
+        super().__init__(bijectors[0].features, max(b.context_features for b in bijectors))
+        self.bijectors = nn.ModuleList(bijectors)
+        self.differentiable = all(b.differentiable for b in bijectors)
+
+    def forward_and_ladj(self, z, context=None):
+        total = 0.0
+        for b in self.bijectors:
+            z, ladj = b.forward_and_ladj(z, context if b.context_features else None)
+            total = total + ladj
+        return z, _as_batch(total, z)
+
+    def inverse_and_ladj(self, x, context=None):
+        total = 0.0
+        for b in reversed(self.bijectors):
+            x, ladj = b.inverse_and_ladj(x, context if b.context_features else None)
+            total = total + ladj
+        return x, _as_batch(total, x)
+
+    def __len__(self) -> int:
+        return len(self.bijectors)
+
+    def __getitem__(self, i) -> Bijector:
+        return self.bijectors[i]
+
+
+def _as_batch(ladj, x: Tensor) -> Tensor:
+    if isinstance(ladj, Tensor):
+        return ladj.expand(x.shape[:-1])
+    return x.new_full(x.shape[:-1], float(ladj))
+
+
+def broadcast_context(x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Broadcast the batch dims of ``x`` (..., D) and ``context`` (..., C) against each other."""
+    if context is None:
+        return x, None
+    shape = torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
+    return x.expand(shape + x.shape[-1:]), context.expand(shape + context.shape[-1:])
