@@ -273,6 +273,10 @@ class Xform(nn.Module):
             row = int(bad.nonzero()[0, 0])
             raise ValueError(f"{name} has NaN or Inf values (first at row {row})")
 
+    def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
+        """Data-dependent initialization before training (``fit`` calls it once on the first
+        batch); the default does nothing."""
+
     def forward(self, context: Tensor | None = None) -> XformDistribution:  # pragma: no cover
         raise NotImplementedError
 

@@ -57,7 +57,9 @@ class MLP(nn.Module):
         hidden = tuple(hidden)
         if not hidden:
             raise ValueError("hidden must name at least one layer size")
-        self.first = nn.Linear(in_features, hidden[0])
+        # With no inputs (a 1-D coupling) the first layer is a learned bias alone.
+        self.first = nn.Linear(in_features, hidden[0]) if in_features else None
+        self.first_bias = None if in_features else nn.Parameter(torch.zeros(hidden[0]))
         self.context_layer = nn.Linear(context, hidden[0], bias=False) if context else None
         layers: list[nn.Module] = [globals()["activation"](activation)]
         for a, b in zip(hidden[:-1], hidden[1:], strict=True):
@@ -70,7 +72,10 @@ class MLP(nn.Module):
         self.rest = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        h = self.first(x)
+        if self.first is None:
+            h = self.first_bias.expand(*x.shape[:-1], -1)
+        else:
+            h = self.first(x)
         if self.context_layer is not None:
             h = h + self.context_layer(context)
         return self.rest(h)

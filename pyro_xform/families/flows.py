@@ -75,6 +75,9 @@ class Flow(Xform):
         # The chain runs base → data; the last block listed acts last on the base sample.
         self.transform = Chain(layers)
 
+    def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
+        self.transform.initialize(data, context)
+
     def forward(self, context: Tensor | None = None) -> XformDistribution:
         context = self.check_context(context)
         batch_shape = context.shape[:-1] if context is not None else ()

@@ -123,6 +123,17 @@ class Chain(Bijector):
             total = total + ladj
         return x, _as_batch(total, x)
 
+    @torch.no_grad()
+    def initialize(self, x: Tensor, context: Tensor | None = None) -> None:
+        """Data-dependent initialization: pass ``x`` towards the base, letting every layer
+        that has an ``initialize`` method (e.g. :class:`ActNorm`) set itself from the
+        activations that reach it."""
+        for b in reversed(self.bijectors):
+            ctx = context if b.context_features else None
+            if hasattr(b, "initialize"):
+                b.initialize(x, ctx)
+            x, _ = b.inverse_and_ladj(x, ctx)
+
     def __len__(self) -> int:
         return len(self.bijectors)
 

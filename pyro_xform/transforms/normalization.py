@@ -11,13 +11,16 @@ __all__ = ["ActNorm"]
 
 
 class ActNorm(Bijector):
-    """Per-coordinate affine map :math:`x = z\\,e^{s} + b` whose first data → base call in
-    training mode sets :math:`b` and :math:`s` to the batch mean and log standard deviation,
-    so the data reach the rest of the flow standardized.
+    """Per-coordinate affine map :math:`x = z\\,e^{s} + b`, initialized from data:
+    :meth:`initialize` sets :math:`b` and :math:`s` to the mean and log standard deviation
+    of the activations reaching it, so they leave it standardized. ``fit`` does this once,
+    on the first batch (see :meth:`pyro_xform.transforms.Chain.initialize`).
 
     Examples:
         >>> layer = ActNorm(2)
-        >>> z, _ = layer.inverse_and_ladj(torch.randn(100, 2) * 3 + 1)
+        >>> x = torch.randn(100, 2) * 3 + 1
+        >>> layer.initialize(x)
+        >>> z, _ = layer.inverse_and_ladj(x)
         >>> bool(z.mean(0).abs().max() < 1e-5)
         True
 
@@ -32,9 +35,10 @@ class ActNorm(Bijector):
         self.log_scale = nn.Parameter(torch.zeros(features))
         self.register_buffer("initialized", torch.tensor(False))
 
-    def _initialize(self, x) -> None:
+    def initialize(self, x, context=None) -> None:
+        """Set shift and log-scale from activations ``x`` (data side), once."""
         flat = x.detach().reshape(-1, self.features)
-        if flat.shape[0] < 2:
+        if bool(self.initialized) or flat.shape[0] < 2:
             return
         with torch.no_grad():
             self.shift.copy_(flat.mean(0))
@@ -46,7 +50,5 @@ class ActNorm(Bijector):
         return x, self.log_scale.sum().expand(x.shape[:-1])
 
     def inverse_and_ladj(self, x, context=None):
-        if self.training and not bool(self.initialized):
-            self._initialize(x)
         z = (x - self.shift) * (-self.log_scale).exp()
         return z, self.log_scale.sum().expand(x.shape[:-1])
