@@ -57,7 +57,7 @@ def check_context(context: Tensor | None, size: int, *, name: str = "context") -
     return context
 
 
-class XformDistribution(pdist.TransformedDistribution):
+class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
     """A learned transform of a base distribution, as a Pyro distribution (base → data).
 
     ``x = T(z; c)`` with ``z ~ base``. Where ``T`` is a bijection with a tractable
