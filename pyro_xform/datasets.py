@@ -128,7 +128,7 @@ def digits(dtype: torch.dtype = torch.float32, seed: int = 0) -> Split:
     order = np.random.default_rng(0).permutation(len(pixels))
     x = (pixels + rng.random(pixels.shape)) / 17.0
     x = torch.as_tensor(x[order], dtype=dtype)
-    n_train = int(round(0.8 * len(x)))
+    n_train = int(0.8 * len(x))
     return Split(x[:n_train], x[n_train:])
 
 

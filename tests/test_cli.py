@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from pyro_xform.cli import main
+
+
+def test_demo_smoke(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CI", "1")
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--steps", "5", "--quiet", "--out", str(out), "--families", "NSF", "MAF"]) == 0
+    text = capsys.readouterr().out
+    assert "NSF" in text and "MAF" in text and "exact" in text and "test NLL" in text
+    assert out.exists() and out.stat().st_size > 1000
+
+
+def test_fit_sample_evaluate(tmp_path, capsys):
+    model = tmp_path / "m.pt"
+    assert main(["fit", "--family", "MAF", "--data", "moons", "--steps", "5", "--quiet",
+                 "--kwargs", '{"transforms": 2}', "--out", str(model)]) == 0
+    samples = tmp_path / "s.npy"
+    assert main(["sample", str(model), "-n", "7", "--out", str(samples), "--seed", "0"]) == 0
+    assert np.load(samples).shape == (7, 2)
+    assert main(["evaluate", str(model), "--data", "moons"]) == 0
+    assert "test NLL" in capsys.readouterr().out
+    data = tmp_path / "d.pt"
+    torch.save(torch.randn(50, 3), data)
+    assert main(["fit", "--data", str(data), "--steps", "2", "--quiet", "--out", str(model)]) == 0
+
+
+def test_python_m_entry_point():
+    run = subprocess.run([sys.executable, "-m", "pyro_xform", "--help"], capture_output=True, text=True)
+    assert run.returncode == 0 and "demo" in run.stdout
