@@ -22,10 +22,10 @@ __all__ = ["main"]
 
 #: The families the demo trains, with settings that fit about a minute on 2 cores in total.
 DEMO = {
-    "NSF": dict(kwargs={}, lr=3e-3),
-    "MAF": dict(kwargs={}, lr=3e-3),
-    "RealNVP": dict(kwargs={}, lr=3e-3),
-    "IAF": dict(kwargs={"transforms": 4}, lr=3e-3),
+    "NSF": dict(kwargs={}, lr=5e-3),
+    "MAF": dict(kwargs={}, lr=5e-3),
+    "RealNVP": dict(kwargs={}, lr=5e-3),
+    "IAF": dict(kwargs={"transforms": 4}, lr=5e-3),
 }
 
 
@@ -35,8 +35,10 @@ def _load_data(spec: str, split: str = "train") -> torch.Tensor:
         return getattr(datasets.load(spec), split)
     path = Path(spec)
     if not path.exists():
-        raise SystemExit(f"error: {spec!r} is neither a data set name ({', '.join(sorted(datasets.TOYS))}, "
-                         "digits) nor an existing .pt/.npy file")
+        raise SystemExit(
+            f"error: {spec!r} is neither a data set name ({', '.join(sorted(datasets.TOYS))}, "
+            "digits) nor an existing .pt/.npy file"
+        )
     if path.suffix == ".npy":
         return torch.as_tensor(np.load(path, allow_pickle=False), dtype=torch.float32)
     data = torch.load(path, weights_only=True)
@@ -68,8 +70,16 @@ def demo(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: unknown family {name!r}; the demo knows {', '.join(DEMO)}")
         torch.manual_seed(0)
         model = FAMILIES[name](features=2, **DEMO[name]["kwargs"])
-        result = fit(model, train, steps=steps, batch_size=512, lr=DEMO[name]["lr"], seed=0,
-                     progress=not args.quiet)
+        result = fit(
+            model,
+            train,
+            steps=steps,
+            batch_size=512,
+            lr=DEMO[name]["lr"],
+            schedule="cosine",
+            seed=0,
+            progress=not args.quiet,
+        )
         model.eval()
         with torch.no_grad():
             dist = model()
@@ -81,8 +91,10 @@ def demo(args: argparse.Namespace) -> int:
     print(f"{'family':<10} {'log_prob':<12} {'test NLL':>9} {'sliced W1':>10} {'train s':>8}")
     for name, kind, nll, swd, secs in rows:
         print(f"{name:<10} {kind!s:<12} {nll:>9.3f} {swd:>10.3f} {secs:>8.1f}")
-    print(f"(sliced W1 of the test set against a second draw of the data: "
-          f"{_sample_distance(datasets.toy(args.data, test.shape[0], seed=2), test):.3f})")
+    print(
+        f"(sliced W1 of the test set against a second draw of the data: "
+        f"{_sample_distance(datasets.toy(args.data, test.shape[0], seed=2), test):.3f})"
+    )
     out = Path(args.out)
     _plot(test, samples, out)
     print(f"samples beside the data: {out}")
@@ -95,7 +107,7 @@ def _plot(data: torch.Tensor, samples: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("data", data)] + list(samples.items())
+    panels = [("data", data), *samples.items()]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
     lim = float(data.abs().max()) * 1.1
     for ax, (title, x) in zip(np.atleast_1d(axes), panels, strict=True):
@@ -117,8 +129,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: unknown family {args.family!r}; choose from {', '.join(sorted(FAMILIES))}")
     kwargs = json.loads(args.kwargs) if args.kwargs else {}
     model = FAMILIES[args.family](features=data.shape[1], **kwargs)
-    result = fit(model, data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                 validation=args.validation, checkpoint=args.checkpoint, progress=not args.quiet)
+    result = fit(
+        model,
+        data,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        validation=args.validation,
+        checkpoint=args.checkpoint,
+        progress=not args.quiet,
+    )
     save(model, args.out)
     print(f"{result}\nsaved {args.out}")
     return 0
@@ -161,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train the families on a 2-D toy set; print a table; plot samples")
     p.add_argument("--data", default="checkerboard", choices=sorted(datasets.TOYS))
-    p.add_argument("--steps", type=int, default=None, help="steps per family (default 1500; 30 when CI is set)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="steps per family (default 1500; 30 when CI is set)"
+    )
     p.add_argument("--families", nargs="*", default=None)
     p.add_argument("--out", default="pyro-xform-demo.png")
     p.add_argument("--quiet", action="store_true")

@@ -146,14 +146,14 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
         self._last = (x, lp, torch.is_grad_enabled())
         return x, lp
 
-    def rsample_and_log_prob(self, sample_shape=torch.Size()) -> tuple[Tensor, Tensor]:
+    def rsample_and_log_prob(self, sample_shape=()) -> tuple[Tensor, Tensor]:
         """Draw a reparameterized sample and its log-density in one pass."""
         return self._forward(torch.Size(sample_shape), True)
 
-    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+    def rsample(self, sample_shape=()) -> Tensor:
         return self._forward(torch.Size(sample_shape), True)[0]
 
-    def sample(self, sample_shape=torch.Size()) -> Tensor:
+    def sample(self, sample_shape=()) -> Tensor:
         with torch.no_grad():
             return self._forward(torch.Size(sample_shape), False)[0]
 
@@ -245,7 +245,7 @@ class Xform(nn.Module):
     def event_shape(self) -> torch.Size:
         return torch.Size((self.features,))
 
-    def base(self, batch_shape=torch.Size()) -> torch.distributions.Distribution:
+    def base(self, batch_shape=()) -> torch.distributions.Distribution:
         """The standard normal base distribution with the given batch shape."""
         return pdist.Normal(self.base_loc, self.base_scale).to_event(1).expand(torch.Size(batch_shape))
 

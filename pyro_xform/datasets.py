@@ -56,7 +56,9 @@ def _pinwheel(rng, n):
     features[:, 0] += 1.0
     labels = np.arange(n) % classes
     angles = rads[labels] + rate * np.exp(features[:, 0])
-    rotations = np.stack([np.cos(angles), -np.sin(angles), np.sin(angles), np.cos(angles)], 1).reshape(-1, 2, 2)
+    rotations = np.stack([np.cos(angles), -np.sin(angles), np.sin(angles), np.cos(angles)], 1).reshape(
+        -1, 2, 2
+    )
     return 2 * rng.permutation(np.einsum("ti,tij->tj", features, rotations))
 
 

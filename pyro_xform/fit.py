@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import pyro
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -92,6 +93,7 @@ def fit(
     steps: int = 1000,
     batch_size: int = 256,
     lr: float = 1e-3,
+    schedule: str = "constant",
     validation: float | Tensor | tuple[Tensor, Tensor] | None = None,
     patience: int = 10,
     eval_every: int | None = None,
@@ -118,6 +120,8 @@ def fit(
         steps: total number of optimizer steps (a resumed run continues up to this count).
         batch_size: minibatch size.
         lr: Adam learning rate.
+        schedule: ``"constant"`` or ``"cosine"`` (decays the learning rate from ``lr`` to 0
+            over ``steps``, :math:`\\eta_t = \\tfrac{\\eta}{2}(1 + \\cos(\\pi t / T))`).
         validation: a fraction of ``data`` to hold out, held-out data, or ``(data, context)``.
             With it, the validation loss is measured every ``eval_every`` steps, training
             stops after ``patience`` measurements without improvement, and the best
@@ -161,6 +165,8 @@ def fit(
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
 
     model.check_data(data)
     _check_dtype(model, data, "data")
@@ -178,7 +184,7 @@ def fit(
         if isinstance(validation, float):
             if not 0 < validation < 1:
                 raise ValueError(f"a validation fraction must lie in (0, 1), got {validation}")
-            n_val = max(1, int(round(validation * data.shape[0])))
+            n_val = max(1, round(validation * data.shape[0]))
             if n_val >= data.shape[0]:
                 raise ValueError("the validation fraction leaves no training data")
             order = torch.randperm(data.shape[0], generator=generator)
@@ -216,8 +222,13 @@ def fit(
 
     def save_checkpoint() -> None:
         current = _clone_state(model)
-        resume = dict(state, params=current, optim=optimizer.state_dict(), rng=torch.get_rng_state(),
-                      gen=generator.get_state())
+        resume = dict(
+            state,
+            params=current,
+            optim=optimizer.state_dict(),
+            rng=torch.get_rng_state(),
+            gen=generator.get_state(),
+        )
         best = state["best"] if state["best"] is not None else current
         atomic_save({"format": FORMAT, "config": config, "state_dict": best, "resume": resume}, checkpoint)
 
@@ -233,6 +244,9 @@ def fit(
         desc=f"fit {type(model).__name__} ({obj.name})",
         dynamic_ncols=True,
     )
+    # The data were validated once above; Pyro's per-step re-validation would only cost time.
+    validation_flag = pyro.validation_enabled(False)
+    validation_flag.__enter__()
     try:
         while state["step"] < steps and not state["stopped"]:
             if state["pos"] >= n:
@@ -242,6 +256,9 @@ def fit(
             batch = data[idx]
             batch_context = None if context is None else context[idx]
 
+            if schedule == "cosine":  # a function of the step alone, so a resume needs no state
+                for group in optimizer.param_groups:
+                    group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * state["step"] / steps))
             loss = obj.loss(model, batch, batch_context)
             value = float(loss.detach()) / batch.shape[0]
             if not math.isfinite(value):
@@ -278,6 +295,7 @@ def fit(
             if checkpoint is not None and (state["step"] % checkpoint_every == 0 or last or state["stopped"]):
                 save_checkpoint()
     finally:
+        validation_flag.__exit__(None, None, None)
         bar.close()
         model.train(was_training)
 
@@ -325,7 +343,9 @@ def _resume(path, config, model, optimizer, generator, n) -> dict:
     if resume is None:
         raise ValueError(f"{path} holds a model but no training state to resume")
     if resume["perm"].shape[0] != n:
-        raise ValueError(f"checkpoint {path} was written for {resume['perm'].shape[0]} training rows, not {n}")
+        raise ValueError(
+            f"checkpoint {path} was written for {resume['perm'].shape[0]} training rows, not {n}"
+        )
     model.load_state_dict(resume.pop("params"))
     optimizer.load_state_dict(resume.pop("optim"))
     torch.set_rng_state(resume.pop("rng"))

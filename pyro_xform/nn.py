@@ -7,6 +7,7 @@ The context enters the first layer through a separate linear map that is *added*
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -62,7 +63,7 @@ class MLP(nn.Module):
         self.first_bias = None if in_features else nn.Parameter(torch.zeros(hidden[0]))
         self.context_layer = nn.Linear(context, hidden[0], bias=False) if context else None
         layers: list[nn.Module] = [globals()["activation"](activation)]
-        for a, b in zip(hidden[:-1], hidden[1:], strict=True):
+        for a, b in itertools.pairwise(hidden):
             layers += [nn.Linear(a, b), globals()["activation"](activation)]
         last = nn.Linear(hidden[-1], out_features)
         if zero_last:
@@ -132,7 +133,7 @@ class MADE(nn.Module):
         span = features - low
         degrees = [degree_in] + [torch.arange(h) % span + low for h in hidden]
         layers: list[nn.Module] = []
-        for i, (d_in, d_out) in enumerate(zip(degrees[:-1], degrees[1:], strict=True)):
+        for i, (d_in, d_out) in enumerate(itertools.pairwise(degrees)):
             layers.append(_MaskedLinear((d_out[:, None] >= d_in[None, :]).float()))
             if i == 0:
                 self.context_layer = nn.Linear(context, hidden[0], bias=False) if context else None

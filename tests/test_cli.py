@@ -18,8 +18,25 @@ def test_demo_smoke(tmp_path, capsys, monkeypatch):
 
 def test_fit_sample_evaluate(tmp_path, capsys):
     model = tmp_path / "m.pt"
-    assert main(["fit", "--family", "MAF", "--data", "moons", "--steps", "5", "--quiet",
-                 "--kwargs", '{"transforms": 2}', "--out", str(model)]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--family",
+                "MAF",
+                "--data",
+                "moons",
+                "--steps",
+                "5",
+                "--quiet",
+                "--kwargs",
+                '{"transforms": 2}',
+                "--out",
+                str(model),
+            ]
+        )
+        == 0
+    )
     samples = tmp_path / "s.npy"
     assert main(["sample", str(model), "-n", "7", "--out", str(samples), "--seed", "0"]) == 0
     assert np.load(samples).shape == (7, 2)

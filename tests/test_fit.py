@@ -50,8 +50,18 @@ def test_validation_keeps_best_parameters_and_stops_early():
     data = data2d(300)
     model = px.MAF(2, transforms=2, hidden=(32, 32)).double()
     # A huge learning rate makes the validation loss worsen after a few evaluations.
-    result = px.fit(model, data, steps=400, batch_size=32, lr=0.05, validation=0.3, eval_every=5,
-                    patience=3, progress=False, seed=0)
+    result = px.fit(
+        model,
+        data,
+        steps=400,
+        batch_size=32,
+        lr=0.05,
+        validation=0.3,
+        eval_every=5,
+        patience=3,
+        progress=False,
+        seed=0,
+    )
     assert result.best_step is not None
     assert result.best_val == min(result.val_losses)
     # The model holds the best parameters: its validation loss equals the best one.
@@ -180,3 +190,55 @@ def test_bad_arguments():
         px.fit(model, data2d(8), lr=math.nan, progress=False)
     with pytest.raises(ValueError, match="validation"):
         px.fit(model, data2d(8), validation=1.5, progress=False)
+    with pytest.raises(ValueError, match="schedule"):
+        px.fit(model, data2d(8), schedule="linear", progress=False)
+
+
+def test_cosine_schedule_decays_the_learning_rate_and_resumes_exactly(tmp_path):
+    data = data2d(100)
+    torch.manual_seed(0)
+    a = px.MAF(2, hidden=(8,)).double()
+    init = {k: v.clone() for k, v in a.state_dict().items()}
+    full = px.fit(a, data, steps=10, batch_size=50, lr=1e-2, schedule="cosine", progress=False, seed=1)
+    b = px.MAF(2, hidden=(8,)).double()
+    b.load_state_dict(init)
+    calls = {"n": 0}
+    original = b.forward
+
+    def crash_in_step_six(context=None):  # the run dies after its checkpoint at step 4
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return original(context)
+
+    b.forward = crash_in_step_six
+    with pytest.raises(KeyboardInterrupt):
+        px.fit(
+            b,
+            data,
+            steps=10,
+            batch_size=50,
+            lr=1e-2,
+            schedule="cosine",
+            progress=False,
+            seed=1,
+            checkpoint=tmp_path / "c.pt",
+            checkpoint_every=4,
+        )
+    c = px.MAF(2, hidden=(8,)).double()
+    again = px.fit(
+        c,
+        data,
+        steps=10,
+        batch_size=50,
+        lr=1e-2,
+        schedule="cosine",
+        progress=False,
+        seed=1,
+        checkpoint=tmp_path / "c.pt",
+    )
+    assert again.losses == full.losses
+    constant = px.MAF(2, hidden=(8,)).double()
+    constant.load_state_dict(init)
+    flat = px.fit(constant, data, steps=10, batch_size=50, lr=1e-2, progress=False, seed=1)
+    assert flat.losses[0] == full.losses[0] and flat.losses[-1] != full.losses[-1]

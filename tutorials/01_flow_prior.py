@@ -51,8 +51,9 @@ torch.set_num_threads(2)
 # %%
 train, test = px.datasets.load("moons", n_train=10_000, n_test=2_000)
 flow = px.NSF(features=2, transforms=4, hidden=(64, 64))
-result = px.fit(flow, train, steps=20 if SMOKE else 2000, batch_size=512, lr=3e-3,
-                validation=0.1, seed=0, progress=False)
+result = px.fit(
+    flow, train, steps=20 if SMOKE else 2000, batch_size=512, lr=3e-3, validation=0.1, seed=0, progress=False
+)
 print(result)
 with torch.no_grad():
     print("test NLL:", float(-flow().log_prob(test).mean()))
@@ -105,7 +106,7 @@ def model(y=None):
 # %%
 guide = AutoNormal(model)
 svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), Trace_ELBO())
-for step in range(10 if SMOKE else 1500):
+for _ in range(10 if SMOKE else 1500):
     loss = svi.step(y_obs)
 svi_draws = Predictive(model, guide=guide, num_samples=1000, return_sites=["z"])(y_obs)["z"]
 print("SVI posterior mean:", svi_draws.mean(0))
@@ -115,8 +116,9 @@ print("SVI posterior mean:", svi_draws.mean(0))
 # NUTS needs the gradient of the prior's log-density with respect to $z$; the flow gives it.
 
 # %%
-mcmc = MCMC(NUTS(model), num_samples=20 if SMOKE else 800, warmup_steps=20 if SMOKE else 400,
-            disable_progbar=True)
+mcmc = MCMC(
+    NUTS(model), num_samples=20 if SMOKE else 800, warmup_steps=20 if SMOKE else 400, disable_progbar=True
+)
 mcmc.run(y_obs)
 nuts_draws = mcmc.get_samples()["z"]
 print("NUTS posterior mean:", nuts_draws.mean(0))

@@ -141,7 +141,9 @@ class RQSpline:
     @staticmethod
     def _log_derivative(xi, s, d0, d1, den):
         t = xi * (1 - xi)
-        return 2 * torch.log(s) + torch.log(d1 * xi * xi + 2 * s * t + d0 * (1 - xi) ** 2) - 2 * torch.log(den)
+        return (
+            2 * torch.log(s) + torch.log(d1 * xi * xi + 2 * s * t + d0 * (1 - xi) ** 2) - 2 * torch.log(den)
+        )
 
     def inverse(self, x: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         """data → base: ``z = g(x)``; returns ``z`` and the base → data log-derivative."""
@@ -206,7 +208,9 @@ class _RQDensity(torch.autograd.Function):
         q = d1 * xi * xi + 2 * s * t + d0 * (1 - xi) ** 2
         z = torch.where(inside, y0 + hk * a / den, x)
         ladj = torch.where(inside, 2 * torch.log(den) - 2 * torch.log(s) - torch.log(q), 0.0)
-        ctx.save_for_backward(inside, idx, soft, torch.sigmoid(pre), coef, xi, t, s, wk, hk, d0, d1, den, a, q)
+        ctx.save_for_backward(
+            inside, idx, soft, torch.sigmoid(pre), coef, xi, t, s, wk, hk, d0, d1, den, a, q
+        )
         ctx.bins = K
         return z, ladj
 

@@ -28,25 +28,51 @@ H = dict(hidden=(16, 16))
 REGISTRY = [
     # transforms
     Entry("AffineCoupling", lambda: T.AffineCoupling(D, C, **H), "transform", conditional=True),
-    Entry("SplineCoupling", lambda: T.SplineCoupling(D, C, bins=4, bound=3.0, **H), "transform", conditional=True),
-    Entry("MAF-layer", lambda: T.AffineAutoregressive(D, C, fast="density", **H), "transform", conditional=True),
-    Entry("IAF-layer", lambda: T.AffineAutoregressive(D, C, fast="sampling", **H), "transform", conditional=True),
-    Entry("SplineAR", lambda: T.SplineAutoregressive(D, C, bins=4, bound=3.0, **H), "transform", conditional=True),
+    Entry(
+        "SplineCoupling",
+        lambda: T.SplineCoupling(D, C, bins=4, bound=3.0, **H),
+        "transform",
+        conditional=True,
+    ),
+    Entry(
+        "MAF-layer", lambda: T.AffineAutoregressive(D, C, fast="density", **H), "transform", conditional=True
+    ),
+    Entry(
+        "IAF-layer", lambda: T.AffineAutoregressive(D, C, fast="sampling", **H), "transform", conditional=True
+    ),
+    Entry(
+        "SplineAR",
+        lambda: T.SplineAutoregressive(D, C, bins=4, bound=3.0, **H),
+        "transform",
+        conditional=True,
+    ),
     Entry("SplineAR-sampling", lambda: T.SplineAutoregressive(D, 0, fast="sampling", **H), "transform"),
     Entry("Permutation", lambda: T.Permutation(D, "random", seed=1), "transform"),
     Entry("LULinear", lambda: T.LULinear(D), "transform"),
     Entry("ActNorm", lambda: T.ActNorm(D), "transform"),
-    Entry("Chain", lambda: T.Chain([T.ActNorm(D), T.AffineCoupling(D, C, **H), T.LULinear(D)]), "transform",
-          conditional=True),
+    Entry(
+        "Chain",
+        lambda: T.Chain([T.ActNorm(D), T.AffineCoupling(D, C, **H), T.LULinear(D)]),
+        "transform",
+        conditional=True,
+    ),
     # families
     Entry("MAF", lambda: px.MAF(D, transforms=2, **H), "family"),
-    Entry("MAF-cond-lu-actnorm", lambda: px.MAF(D, C, transforms=2, linear="lu", actnorm=True, **H), "family",
-          conditional=True),
+    Entry(
+        "MAF-cond-lu-actnorm",
+        lambda: px.MAF(D, C, transforms=2, linear="lu", actnorm=True, **H),
+        "family",
+        conditional=True,
+    ),
     Entry("IAF", lambda: px.IAF(D, C, transforms=2, **H), "family", conditional=True),
     Entry("RealNVP", lambda: px.RealNVP(D, C, transforms=2, **H), "family", conditional=True),
     Entry("NSF", lambda: px.NSF(D, transforms=2, bins=4, bound=3.0, **H), "family"),
     Entry("NSF-cond", lambda: px.NSF(D, C, transforms=2, bins=4, bound=3.0, **H), "family", conditional=True),
-    Entry("NSF-AR-cond", lambda: px.NSF(D, C, transforms=2, variant="autoregressive", bins=4, bound=3.0, **H),
-          "family", conditional=True),
+    Entry(
+        "NSF-AR-cond",
+        lambda: px.NSF(D, C, transforms=2, variant="autoregressive", bins=4, bound=3.0, **H),
+        "family",
+        conditional=True,
+    ),
     Entry("NSF-1d", lambda: px.NSF(1, transforms=2, bins=4, **H), "family"),
 ]

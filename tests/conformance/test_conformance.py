@@ -71,7 +71,9 @@ def test_transform_as_torch_transform(entry):
     assert torch.allclose(d.log_prob(x.clone()), ours, atol=1e-8)
 
 
-@pytest.mark.parametrize("entry", [e for e in TRANSFORMS if e.conditional], ids=ids([e for e in TRANSFORMS if e.conditional]))
+@pytest.mark.parametrize(
+    "entry", [e for e in TRANSFORMS if e.conditional], ids=ids([e for e in TRANSFORMS if e.conditional])
+)
 def test_transform_uses_context(entry):
     t = build(entry)
     z = torch.randn(4, D, dtype=torch.float64)
