@@ -87,6 +87,7 @@ def demo(args: argparse.Namespace) -> int:
             samples[name] = dist.sample((test.shape[0],))
         swd = _sample_distance(samples[name], test)
         rows.append((name, dist.log_prob_kind, nll, swd, result.seconds))
+        print(f"  {name}: trained in {result.seconds:.1f} s", flush=True)
     print()
     print(f"{'family':<10} {'log_prob':<12} {'test NLL':>9} {'sliced W1':>10} {'train s':>8}")
     for name, kind, nll, swd, secs in rows:
