@@ -118,10 +118,8 @@ class RQSpline:
         shape = v.shape
         pt = p.reshape(-1, p.shape[-1]).T.contiguous()
         m = pt.shape[1]
-        sizes = torch.softmax(pt[: 2 * K].view(2, K, m), 1)
-        scale = torch.tensor([[[1 - self.min_width * K]], [[1 - self.min_height * K]]], dtype=p.dtype)
-        floor = torch.tensor([[[self.min_width]], [[self.min_height]]], dtype=p.dtype)
-        sizes = (2 * B) * (sizes * scale.to(p.device) + floor.to(p.device))
+        coef, floor, raw = self._sizes(pt)
+        sizes = torch.softmax(raw, 1) * coef + floor
         knots = torch.cat((sizes.new_full((2, 1, m), -B), torch.cumsum(sizes, 1) - B), 1)
         one = pt.new_ones(1, m)
         d = torch.cat((one, F.softplus(pt[2 * K :] + self._offset) + self.min_derivative, one), 0)
