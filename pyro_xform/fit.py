@@ -245,59 +245,59 @@ def fit(
         dynamic_ncols=True,
     )
     # The data were validated once above; Pyro's per-step re-validation would only cost time.
-    validation_flag = pyro.validation_enabled(False)
-    validation_flag.__enter__()
-    try:
-        while state["step"] < steps and not state["stopped"]:
-            if state["pos"] >= n:
-                state["perm"], state["pos"] = torch.randperm(n, generator=generator), 0
-            idx = state["perm"][state["pos"] : state["pos"] + batch_size]
-            state["pos"] += batch_size
-            batch = data[idx]
-            batch_context = None if context is None else context[idx]
+    with pyro.validation_enabled(False):
+        try:
+            while state["step"] < steps and not state["stopped"]:
+                if state["pos"] >= n:
+                    state["perm"], state["pos"] = torch.randperm(n, generator=generator), 0
+                idx = state["perm"][state["pos"] : state["pos"] + batch_size]
+                state["pos"] += batch_size
+                batch = data[idx]
+                batch_context = None if context is None else context[idx]
 
-            if schedule == "cosine":  # a function of the step alone, so a resume needs no state
-                for group in optimizer.param_groups:
-                    group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * state["step"] / steps))
-            loss = obj.loss(model, batch, batch_context)
-            value = float(loss.detach()) / batch.shape[0]
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"the {obj.name} loss became {value} at step {state['step'] + 1}; the parameters "
-                    "are those of the last good step (try a smaller lr, clip_grad, or check the data)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, math.inf if clip_grad is None else clip_grad)
-            if not torch.isfinite(norm):
+                if schedule == "cosine":  # a function of the step alone, so a resume needs no state
+                    for group in optimizer.param_groups:
+                        group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * state["step"] / steps))
+                loss = obj.loss(model, batch, batch_context)
+                value = float(loss.detach()) / batch.shape[0]
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f"the {obj.name} loss became {value} at step {state['step'] + 1}; the parameters "
+                        "are those of the last good step (try a smaller lr, clip_grad, or check the data)"
+                    )
                 optimizer.zero_grad(set_to_none=True)
-                raise FloatingPointError(
-                    f"the gradient became NaN/Inf at step {state['step'] + 1}; the parameters are "
-                    "those of the last good step (try a smaller lr or clip_grad)"
-                )
-            optimizer.step()
-            state["step"] += 1
-            state["losses"].append(value)
-            bar.update(1)
-            if state["step"] % 10 == 0 or state["step"] == steps:
-                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(params, math.inf if clip_grad is None else clip_grad)
+                if not torch.isfinite(norm):
+                    optimizer.zero_grad(set_to_none=True)
+                    raise FloatingPointError(
+                        f"the gradient became NaN/Inf at step {state['step'] + 1}; the parameters are "
+                        "those of the last good step (try a smaller lr or clip_grad)"
+                    )
+                optimizer.step()
+                state["step"] += 1
+                state["losses"].append(value)
+                bar.update(1)
+                if state["step"] % 10 == 0 or state["step"] == steps:
+                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
 
-            last = state["step"] == steps
-            if val_data is not None and (state["step"] % eval_every == 0 or last):
-                val = _validate(obj, model, val_data, val_context, batch_size)
-                state["val_steps"].append(state["step"])
-                state["val_losses"].append(val)
-                if val < state["best_val"]:
-                    state.update(best=_clone_state(model), best_val=val, best_step=state["step"], bad=0)
-                else:
-                    state["bad"] += 1
-                    state["stopped"] = state["bad"] >= patience
-            if checkpoint is not None and (state["step"] % checkpoint_every == 0 or last or state["stopped"]):
-                save_checkpoint()
-    finally:
-        validation_flag.__exit__(None, None, None)
-        bar.close()
-        model.train(was_training)
+                last = state["step"] == steps
+                if val_data is not None and (state["step"] % eval_every == 0 or last):
+                    val = _validate(obj, model, val_data, val_context, batch_size)
+                    state["val_steps"].append(state["step"])
+                    state["val_losses"].append(val)
+                    if val < state["best_val"]:
+                        state.update(best=_clone_state(model), best_val=val, best_step=state["step"], bad=0)
+                    else:
+                        state["bad"] += 1
+                        state["stopped"] = state["bad"] >= patience
+                if checkpoint is not None and (
+                    state["step"] % checkpoint_every == 0 or last or state["stopped"]
+                ):
+                    save_checkpoint()
+        finally:
+            bar.close()
+            model.train(was_training)
 
     if state["best"] is not None:
         model.load_state_dict(state["best"])
