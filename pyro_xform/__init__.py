@@ -1,10 +1,10 @@
 """pyro_xform: every deep generative model as a learned transform of a base distribution,
 as Pyro distributions."""
 
-from . import datasets, transforms
+from . import datasets, schedules, transforms
 from .checkpoint import load, save
 from .core import LOG_PROB_KINDS, Xform, XformDistribution
-from .families import FAMILIES, IAF, MAF, NSF, RealNVP
+from .families import FAMILIES, IAF, MAF, NSF, Diffusion, FlowMatching, RealNVP
 from .fit import FitResult, fit
 
 __version__ = "0.1.0"
@@ -15,7 +15,9 @@ __all__ = [
     "LOG_PROB_KINDS",
     "MAF",
     "NSF",
+    "Diffusion",
     "FitResult",
+    "FlowMatching",
     "RealNVP",
     "Xform",
     "XformDistribution",
@@ -24,5 +26,6 @@ __all__ = [
     "fit",
     "load",
     "save",
+    "schedules",
     "transforms",
 ]

@@ -155,7 +155,11 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
 
     def sample(self, sample_shape=()) -> Tensor:
         with torch.no_grad():
-            return self._forward(torch.Size(sample_shape), False)[0]
+            if getattr(self.bijector, "cheap_ladj", True):
+                return self._forward(torch.Size(sample_shape), False)[0]
+            # Where the log-determinant costs extra (an ODE's divergence), a plain draw skips it.
+            z = self.base_dist.sample(torch.Size(sample_shape))
+            return self.bijector.forward_value(z, self.context)
 
     # -- density -------------------------------------------------------------------------
     def log_prob(self, value: Tensor) -> Tensor:

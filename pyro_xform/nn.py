@@ -1,4 +1,5 @@
-"""Small networks shared by the families: an MLP and MADE, both conditional.
+"""Small networks shared by the families: an MLP, MADE and a time-conditioned MLP for
+velocity and noise fields, all conditional.
 
 The context enters the first layer through a separate linear map that is *added*
 (:math:`W_x x + W_c c`), which equals a linear layer on ``cat(x, c)`` but broadcasts
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MADE", "MLP", "activation"]
+__all__ = ["MADE", "MLP", "TimeEmbedding", "TimeMLP", "activation"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -151,3 +152,76 @@ class MADE(nn.Module):
             h = h + self.context_layer(context)
         out = self.rest(h)
         return out.unflatten(-1, (self.features, self.params_per_dim))
+
+
+class TimeEmbedding(nn.Module):
+    """Fourier features of a time :math:`t \\in [0, 1]`:
+    :math:`(t, \\sin 2\\pi k t, \\cos 2\\pi k t)_{k=1..K}` with :math:`K` = ``features // 2``.
+
+    Examples:
+        >>> TimeEmbedding(8)(torch.tensor(0.5)).shape
+        torch.Size([9])
+
+    References:
+        Fourier Features Let Networks Learn High Frequency Functions in Low Dimensional
+        Domains (Tancik et al., 2020, arXiv:2006.10739).
+    """
+
+    def __init__(self, features: int = 16) -> None:
+        super().__init__()
+        if features < 2 or features % 2:
+            raise ValueError(f"time features must be an even int >= 2, got {features!r}")
+        self.register_buffer("frequencies", 2 * torch.pi * torch.arange(1, features // 2 + 1).float())
+        self.out_features = features + 1
+
+    def forward(self, t: Tensor) -> Tensor:
+        angle = t[..., None] * self.frequencies.to(t.dtype)
+        return torch.cat([t[..., None], angle.sin(), angle.cos()], -1)
+
+
+class TimeMLP(nn.Module):
+    """A field :math:`f(x, t, c)`: an MLP whose first layer adds the embedded time and the
+    context, :math:`h_1 = W_x x + W_t\\,\\phi(t) + W_c c`.
+
+    A scalar time (one ODE step for the whole batch) is embedded once and broadcast; a
+    time per example (training) is embedded per row.
+
+    Args:
+        features: size of ``x`` and of the output.
+        context: context size (0: none).
+        hidden: hidden layer sizes.
+        activation: activation name (smooth ones suit ODEs: ``silu``, ``elu``, ``tanh``).
+        time_features: size of the Fourier time embedding.
+
+    Examples:
+        >>> net = TimeMLP(2, context=3, hidden=(16,))
+        >>> net(torch.randn(5, 2), torch.tensor(0.3), torch.randn(5, 3)).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        hidden: Sequence[int] = (128, 128, 128),
+        activation: str = "silu",
+        time_features: int = 16,
+    ) -> None:
+        super().__init__()
+        self.time = TimeEmbedding(time_features)
+        self.net = MLP(
+            features,
+            features,
+            hidden,
+            context=self.time.out_features + context,
+            activation=activation,
+            zero_last=False,
+        )
+        self.features, self.context_features = features, context
+
+    def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None) -> Tensor:
+        net, k = self.net, self.time.out_features
+        h = net.first(x) + F.linear(self.time(t), net.context_layer.weight[:, :k])
+        if context is not None:
+            h = h + F.linear(context, net.context_layer.weight[:, k:])
+        return net.rest(h)

@@ -5,9 +5,11 @@ from .base import Bijector, Chain, ConditionedBijector
 from .coupling import AffineCoupling, Coupling, SplineCoupling
 from .elementwise import Affine, RQSpline
 from .linear import LULinear, Permutation
-from .normalization import ActNorm
+from .normalization import ActNorm, Standardize
+from .ode import FIXED_STEP_SOLVERS, ODETransform
 
 __all__ = [
+    "FIXED_STEP_SOLVERS",
     "ActNorm",
     "Affine",
     "AffineAutoregressive",
@@ -18,8 +20,10 @@ __all__ = [
     "ConditionedBijector",
     "Coupling",
     "LULinear",
+    "ODETransform",
     "Permutation",
     "RQSpline",
     "SplineAutoregressive",
     "SplineCoupling",
+    "Standardize",
 ]

@@ -35,6 +35,8 @@ class Bijector(ConditionalTransformModule):
 
     #: whether ``forward_and_ladj`` is differentiable in its input (reparameterization)
     differentiable = True
+    #: whether the log-determinant costs little beside the value (not so for an ODE)
+    cheap_ladj = True
 
     def __init__(self, features: int, context: int = 0) -> None:
         super().__init__()
@@ -46,6 +48,11 @@ class Bijector(ConditionalTransformModule):
 
     def inverse_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
+
+    def forward_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """:math:`x = T(z; c)` alone; bijectors whose log-determinant costs extra (an ODE)
+        override it to skip that work when only samples are wanted."""
+        return self.forward_and_ladj(z, context)[0]
 
     def condition(self, context: Tensor | None) -> ConditionedBijector:
         return ConditionedBijector(self, context)
@@ -108,6 +115,7 @@ class Chain(Bijector):
         super().__init__(bijectors[0].features, max(b.context_features for b in bijectors))
         self.bijectors = nn.ModuleList(bijectors)
         self.differentiable = all(b.differentiable for b in bijectors)
+        self.cheap_ladj = all(b.cheap_ladj for b in bijectors)
 
     def forward_and_ladj(self, z, context=None):
         total = 0.0
@@ -115,6 +123,11 @@ class Chain(Bijector):
             z, ladj = b.forward_and_ladj(z, context if b.context_features else None)
             total = total + ladj
         return z, _as_batch(total, z)
+
+    def forward_value(self, z, context=None):
+        for b in self.bijectors:
+            z = b.forward_value(z, context if b.context_features else None)
+        return z
 
     def inverse_and_ladj(self, x, context=None):
         total = 0.0

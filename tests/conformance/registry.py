@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pyro_xform as px
 from pyro_xform import transforms as T
+from pyro_xform.nn import TimeMLP
 
 D, C = 3, 2  # event and context sizes used throughout the suite
 
@@ -24,6 +25,9 @@ class Entry:
 
 
 H = dict(hidden=(16, 16))
+# Continuous-time entries solve tightly, so round trips and log-determinants meet the
+# same tolerances as the discrete ones.
+ODE = dict(hidden=(8,), time_features=4, rtol=1e-8, atol=1e-8)
 
 REGISTRY = [
     # transforms
@@ -56,6 +60,19 @@ REGISTRY = [
         "transform",
         conditional=True,
     ),
+    Entry(
+        "ODETransform",
+        lambda: T.ODETransform(TimeMLP(D, C, hidden=(8,), time_features=4), D, C, rtol=1e-8, atol=1e-8),
+        "transform",
+        conditional=True,
+    ),
+    Entry(
+        "ODETransform-rk4-backwards",
+        lambda: T.ODETransform(
+            TimeMLP(D, 0, hidden=(8,), time_features=4), D, time=(1.0, 0.2), solver="rk4", steps=100
+        ),
+        "transform",
+    ),
     # families
     Entry("MAF", lambda: px.MAF(D, transforms=2, **H), "family"),
     Entry(
@@ -75,4 +92,20 @@ REGISTRY = [
         conditional=True,
     ),
     Entry("NSF-1d", lambda: px.NSF(1, transforms=2, bins=4, **H), "family"),
+]
+
+REGISTRY += [
+    Entry("FlowMatching", lambda: px.FlowMatching(D, **ODE), "family"),
+    Entry(
+        "FlowMatching-cond-ot-cfg",
+        lambda: px.FlowMatching(D, C, coupling="ot", guidance_dropout=0.2, **ODE),
+        "family",
+        conditional=True,
+    ),
+    Entry("FlowMatching-cosine", lambda: px.FlowMatching(D, path="cosine", **ODE), "family"),
+    Entry(
+        "FlowMatching-vp-cond", lambda: px.FlowMatching(D, C, path="vp", **ODE), "family", conditional=True
+    ),
+    Entry("Diffusion-vp-cond", lambda: px.Diffusion(D, C, **ODE), "family", conditional=True),
+    Entry("Diffusion-ve", lambda: px.Diffusion(D, sde="ve", **ODE), "family"),
 ]

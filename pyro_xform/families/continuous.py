@@ -1,0 +1,125 @@
+"""The common body of the continuous-time families: an ODE transform of a Gaussian base,
+followed by a fixed standardization, with solver settings chosen per call."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..core import Xform, XformDistribution
+from ..transforms import FIXED_STEP_SOLVERS, Chain, ODETransform, Standardize
+
+__all__ = ["ContinuousTimeXform"]
+
+
+class ContinuousTimeXform(Xform):
+    """:math:`x = \\mu + \\sigma \\odot \\Phi(z)`, with :math:`\\Phi` the flow of an ODE
+    (an :class:`~pyro_xform.transforms.ODETransform`) and :math:`\\mu, \\sigma` the
+    training data's mean and standard deviation (set by :meth:`initialize` when
+    ``standardize``). The density is exact by the instantaneous change of variables.
+
+    Calling the model takes the solver settings of that distribution, e.g.
+    ``model(context, solver="rk4", steps=10)`` or ``model(trace="hutchinson", probes=4)``
+    (whose ``log_prob_kind`` is then ``"estimate"``); the defaults are the constructor's.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int,
+        *,
+        field: nn.Module,
+        time: tuple[float, float],
+        solver: str,
+        steps: int | None,
+        rtol: float,
+        atol: float,
+        trace: str,
+        probes: int,
+        adjoint: bool,
+        standardize: bool,
+    ) -> None:
+        super().__init__(features, context)
+        ode = ODETransform(
+            field,
+            features,
+            context,
+            time=time,
+            solver=solver,
+            steps=steps,
+            rtol=rtol,
+            atol=atol,
+            trace=trace,
+            probes=probes,
+            adjoint=adjoint,
+        )
+        self.standardize = standardize
+        self.transform = Chain([ode, Standardize(features)])
+
+    @property
+    def ode(self) -> ODETransform:
+        """The ODE part of the transform, with the default solver settings."""
+        return self.transform[0]
+
+    @property
+    def standardizer(self) -> Standardize:
+        return self.transform[1]
+
+    def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
+        if self.standardize:
+            self.standardizer.initialize(data)
+
+    @torch.no_grad()
+    def sample(self, sample_shape=(), context: Tensor | None = None, **settings) -> Tensor:
+        """Draw samples by solving the ODE; ``settings`` as in calling the model."""
+        return self(context, **settings).sample(sample_shape)
+
+    def _field(self, **settings) -> nn.Module:
+        """The velocity field for one call (subclasses use settings such as ``guidance``)."""
+        return self.ode.field
+
+    def forward(
+        self,
+        context: Tensor | None = None,
+        *,
+        solver: str | None = None,
+        steps: int | None = None,
+        nfe: int | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        trace: str | None = None,
+        probes: int | None = None,
+        adjoint: bool | None = None,
+        **field_settings,
+    ) -> XformDistribution:
+        """The model's distribution given ``context``, with optional solver settings.
+
+        Args:
+            context: conditioning tensor of shape ``(..., context)``.
+            solver, steps, rtol, atol, trace, probes, adjoint: as in
+                :class:`~pyro_xform.transforms.ODETransform` (defaults: the constructor's).
+            nfe: number of function evaluations of a fixed-step solver, instead of
+                ``steps`` (must be a multiple of the solver's evaluations per step).
+        """
+        context = self.check_context(context)
+        if nfe is not None:
+            method = solver or self.ode.solver
+            per_step = FIXED_STEP_SOLVERS.get(method)
+            if per_step is None or steps is not None or nfe < per_step or nfe % per_step:
+                raise ValueError(
+                    f"nfe={nfe} needs a fixed-step solver ({FIXED_STEP_SOLVERS}), no steps, and a multiple "
+                    f"of the solver's evaluations per step; got solver={method!r}, steps={steps!r}"
+                )
+            steps = nfe // per_step
+        overrides = dict(
+            solver=solver, steps=steps, rtol=rtol, atol=atol, trace=trace, probes=probes, adjoint=adjoint
+        )
+        transform = self.transform
+        if field_settings or any(v is not None for v in overrides.values()):
+            ode = self.ode.configured(**overrides)
+            if field_settings:
+                ode.field = self._field(**field_settings)
+            transform = Chain([ode, self.standardizer])
+        kind = "exact" if transform[0].exact else "estimate"
+        batch_shape = context.shape[:-1] if context is not None else ()
+        return XformDistribution(self.base(batch_shape), transform, context, log_prob_kind=kind)
