@@ -1,0 +1,350 @@
+"""Continuous-time transforms and families: analytic cases, solver settings, objectives."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pyro
+import pytest
+import torch
+from pyro.infer import MCMC, NUTS, Predictive
+
+import pyro_xform as px
+from pyro_xform.families.flow_matching import ot_pairing
+from pyro_xform.objectives import get_objective
+from pyro_xform.transforms import ODETransform
+from pyro_xform.transforms import ode as ode_module
+
+A = torch.tensor([[0.3, -1.0], [0.5, -0.2]], dtype=torch.float64)
+
+
+class LinearField(torch.nn.Module):
+    """v(x, t) = A x: the time-1 flow map is expm(A), its log-determinant tr(A)."""
+
+    def __init__(self, matrix=A):
+        super().__init__()
+        self.matrix = torch.nn.Parameter(matrix.clone())
+
+    def forward(self, x, t, context=None):
+        return x @ self.matrix.T
+
+
+def linear_ode(**kwargs):
+    return ODETransform(LinearField(), 2, **{"rtol": 1e-10, "atol": 1e-10, **kwargs})
+
+
+# ------------------------------------------------------------------ analytic ODE cases
+def test_direction_of_integration_is_base_to_data():
+    """Regression: sampling integrates t0 → t1 (x = expm(A) z), density inverts it."""
+    ode = linear_ode()
+    z = torch.randn(7, 2, dtype=torch.float64)
+    x, ladj = ode.forward_and_ladj(z)
+    assert torch.allclose(x, z @ torch.linalg.matrix_exp(A).T, atol=1e-8)
+    assert not torch.allclose(x, z @ torch.linalg.matrix_exp(-A).T, atol=1e-2)
+    assert torch.allclose(ladj, A.trace().expand(7), atol=1e-10)
+    # time running backwards (as a diffusion's probability flow does) flips the map
+    back = linear_ode(time=(1.0, 0.0))
+    assert torch.allclose(back.forward_value(z), z @ torch.linalg.matrix_exp(-A).T, atol=1e-8)
+
+
+def test_linear_field_pushforward_density_in_closed_form():
+    """N(0, I) pushed through expm(A) is N(0, e^A e^{A^T})."""
+    expm = torch.linalg.matrix_exp(A)
+    target = torch.distributions.MultivariateNormal(torch.zeros(2, dtype=torch.float64), expm @ expm.T)
+    base = pyro.distributions.Normal(torch.zeros(2, dtype=torch.float64), 1.0).to_event(1)
+    dist = px.XformDistribution(base, linear_ode())
+    x = target.sample((50,))
+    assert torch.allclose(dist.log_prob(x), target.log_prob(x), atol=1e-8)
+
+
+def test_log_prob_is_one_augmented_solve(monkeypatch):
+    calls = []
+    real = ode_module.odeint
+    monkeypatch.setattr(ode_module, "odeint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    base = pyro.distributions.Normal(torch.zeros(2, dtype=torch.float64), 1.0).to_event(1)
+    dist = px.XformDistribution(base, linear_ode())
+    dist.log_prob(torch.randn(5, 2, dtype=torch.float64))
+    assert len(calls) == 1
+    x, lp = dist.rsample_and_log_prob((4,))
+    assert len(calls) == 2 and torch.equal(dist.log_prob(x), lp)  # the draw's density is reused
+
+
+def test_time_dependent_field_integrates_in_time():
+    class Field(torch.nn.Module):  # v = t: x(1) = z + 1/2 (t0=0) or z - 1/2 (from 1 to 0)
+        def forward(self, x, t, context=None):
+            return t.expand_as(x)
+
+    z = torch.zeros(3, 2, dtype=torch.float64)
+    assert torch.allclose(ODETransform(Field(), 2).forward_value(z), z + 0.5)
+    assert torch.allclose(ODETransform(Field(), 2, time=(1.0, 0.0)).forward_value(z), z - 0.5)
+
+
+@pytest.mark.parametrize("solver,per_step", [("euler", 1), ("midpoint", 2), ("rk4", 4)])
+def test_fixed_step_nfe_is_what_was_asked(solver, per_step):
+    ode = linear_ode(solver=solver, steps=7)
+    ode.forward_and_ladj(torch.randn(3, 2, dtype=torch.float64))
+    assert ode.nfe == 7 * per_step
+    ode.inverse_and_ladj(torch.randn(3, 2, dtype=torch.float64))
+    assert ode.nfe == 7 * per_step
+    fm = px.FlowMatching(2, hidden=(8,))
+    dist = fm(solver=solver, nfe=5 * per_step)
+    dist.sample((4,))
+    assert dist.bijector[0].nfe == 5 * per_step
+
+
+def test_hutchinson_agrees_with_exact_in_expectation():
+    torch.manual_seed(0)
+    fm = px.FlowMatching(3, hidden=(16,), time_features=4).double()
+    with torch.no_grad():
+        for p in fm.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    exact = fm(solver="rk4", steps=8).log_prob(x)
+    hutch = fm(solver="rk4", steps=8, trace="hutchinson", probes=2)
+    assert hutch.log_prob_kind == "estimate"
+    draws = torch.stack([hutch.log_prob(x) for _ in range(300)])
+    stderr = draws.std(0) / math.sqrt(300)
+    assert ((draws.mean(0) - exact).abs() < 4 * stderr + 1e-6).all()
+    assert (draws.std(0) > 0).all()  # an estimate, not the exact value
+
+
+def test_gradients_reach_parameters_through_log_prob_and_adjoint_agrees():
+    torch.manual_seed(0)
+    fm = px.FlowMatching(2, hidden=(8,), time_features=4).double()
+    x = torch.randn(6, 2, dtype=torch.float64)
+    grads = {}
+    for adjoint in (False, True):
+        fm.zero_grad()
+        fm(rtol=1e-9, atol=1e-9, adjoint=adjoint).log_prob(x).sum().backward()
+        grads[adjoint] = [p.grad.clone() for p in fm.parameters()]
+        assert all(g.abs().sum() > 0 for g in grads[adjoint])
+    for a, b in zip(grads[False], grads[True], strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_ode_rejects_bad_settings():
+    field = LinearField()
+    with pytest.raises(ValueError, match="steps"):
+        ODETransform(field, 2, solver="rk4")
+    with pytest.raises(ValueError, match="fixed-step"):
+        ODETransform(field, 2, solver="dopri5", steps=4)
+    with pytest.raises(ValueError, match="unknown solver"):
+        ODETransform(field, 2, solver="leapfrog", steps=4)
+    with pytest.raises(ValueError, match="trace"):
+        ODETransform(field, 2, trace="skilling")
+    fm = px.FlowMatching(2, hidden=(8,))
+    with pytest.raises(ValueError, match="nfe"):
+        fm(solver="rk4", nfe=6)
+    with pytest.raises(ValueError, match="nfe"):
+        fm(nfe=8)  # adaptive default solver
+
+
+def test_non_finite_rows_give_nan_without_stalling():
+    base = pyro.distributions.Normal(torch.zeros(2, dtype=torch.float64), 1.0).to_event(1)
+    dist = px.XformDistribution(base, linear_ode())
+    x = torch.tensor([[0.5, 0.1], [math.nan, 0.0], [math.inf, 1.0]], dtype=torch.float64)
+    with pyro.validation_enabled(False):
+        lp = dist.log_prob(x)
+    assert torch.isfinite(lp[0]) and torch.isnan(lp[1:]).all()
+
+
+# ------------------------------------------------------------------ diffusion, analytic
+S = torch.tensor([[1.5, 0.4], [0.4, 0.7]], dtype=torch.float64)
+
+
+class ExactNoise(torch.nn.Module):
+    """The exact noise prediction for data N(0, S): eps = sigma_s Cov_s^{-1} x_s, where the
+    network input is x_s / sqrt(alpha_s^2 + sigma_s^2) (undone here)."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.schedule = schedule
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x_in, s, context=None):  # s is one time for the batch, as in sampling
+        a, sg = self.schedule.alpha(s), self.schedule.sigma(s)
+        x = x_in * torch.sqrt(a**2 + sg**2)
+        cov = a**2 * S + sg**2 * torch.eye(2, dtype=S.dtype)
+        return (sg * torch.linalg.solve(cov, x.unsqueeze(-1))).squeeze(-1) + 0 * self.dummy
+
+
+def gaussian_diffusion(sde, **kwargs):
+    model = px.Diffusion(2, hidden=(4,), sde=sde, standardize=False, **kwargs).double()
+    model.ode.field.net = ExactNoise(model.schedule)
+    return model
+
+
+def marginal(model, s):
+    s = torch.tensor(float(s), dtype=torch.float64)
+    a, sg = model.schedule.alpha(s), model.schedule.sigma(s)
+    cov = a**2 * S + sg**2 * torch.eye(2, dtype=torch.float64)
+    return torch.distributions.MultivariateNormal(torch.zeros(2, dtype=torch.float64), cov)
+
+
+@pytest.mark.parametrize("sde", ["vp", "ve"])
+def test_probability_flow_density_equals_gaussian_density(sde):
+    """With the exact score of Gaussian data, the PF-ODE log-density is the Gaussian's."""
+    model = gaussian_diffusion(sde, rtol=1e-9, atol=1e-9)
+    target = marginal(model, model.eps)
+    x = target.sample((40,))
+    got = model().log_prob(x)
+    if sde == "vp":
+        assert (got - target.log_prob(x)).abs().max() < 1e-3
+    else:  # VE's marginal at s = 1 is N(0, S + sigma_max^2 I), not isotropic: compare the map
+        z, ladj = model.transform.inverse_and_ladj(x)
+        exact = marginal(model, 1.0).log_prob(z) - ladj
+        assert (exact - target.log_prob(x)).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddim", 50), ("sde", 400), ("ode", None)])
+def test_samplers_reach_the_data_distribution(sampler, steps):
+    torch.manual_seed(0)
+    model = gaussian_diffusion("vp")
+    kwargs = {"steps": steps} if steps else {"solver": "rk4", "steps": 20}
+    x = model.sample((4000,), sampler=sampler, **kwargs)
+    cov = torch.cov(x.T)
+    assert (cov - S).abs().max() < 0.12, cov
+    assert x.mean(0).abs().max() < 0.08
+
+
+def test_ddim_with_eta_zero_is_deterministic_and_eta_one_is_not():
+    model = gaussian_diffusion("vp")
+    torch.manual_seed(1)
+    a = model.sample((5,), sampler="ddim", steps=10)
+    torch.manual_seed(1)
+    b = model.sample((5,), sampler="ddim", steps=10)
+    torch.manual_seed(1)
+    c = model.sample((5,), sampler="ddim", steps=10, eta=1.0)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    with pytest.raises(ValueError, match="sampler"):
+        model.sample((2,), sampler="heun")
+
+
+# ------------------------------------------------------------------ flow matching
+def test_ot_pairing_is_the_optimal_permutation():
+    torch.manual_seed(0)
+    noise, data = torch.randn(6, 2), torch.randn(6, 2)
+    paired = ot_pairing(noise, data)
+    best = min(float(((noise[list(p)] - data) ** 2).sum()) for p in itertools.permutations(range(6)))
+    assert math.isclose(float(((paired - data) ** 2).sum()), best, rel_tol=1e-6)
+    assert torch.equal(paired.sort(0).values, noise.sort(0).values)  # a reordering, nothing else
+
+
+@pytest.mark.parametrize("path", ["condot", "cosine", "vp"])
+def test_cfm_target_is_the_path_derivative(path):
+    """x_t and the regression target of the loss agree with a finite difference in t."""
+    fm = px.FlowMatching(2, hidden=(8,), path=path).double()
+    sched = fm.schedule
+    x0, x1 = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+
+    def xt(t):
+        s = torch.tensor(1 - t, dtype=torch.float64)
+        return sched.alpha(s) * x1 + sched.sigma(s) * x0
+
+    t, h = 0.4, 1e-6
+    s = torch.tensor(1 - t, dtype=torch.float64)
+    target = -(sched.d_alpha(s) * x1 + sched.d_sigma(s) * x0)
+    assert torch.allclose(target, (xt(t + h) - xt(t - h)) / (2 * h), atol=1e-6)
+    assert torch.allclose(xt(1 - sched.eps), x1, atol=0.05)  # data at the end
+    assert torch.allclose(xt(0.0), x0, atol=0.05)  # noise at the start
+
+
+def test_flow_matching_fits_and_then_fine_tunes_by_maximum_likelihood():
+    data = px.datasets.toy("8gaussians", n=512, seed=0)
+    fm = px.FlowMatching(2, hidden=(32, 32), solver="rk4", steps=4)
+    fm.initialize(data)
+    cfm = get_objective("cfm", fm)
+    with torch.no_grad():
+        start = float(cfm.validation_loss(fm, data, None))
+    result = px.fit(fm, data, steps=100, batch_size=128, lr=3e-3, progress=False, seed=0)
+    assert result.objective == "cfm"
+    with torch.no_grad():
+        assert float(cfm.validation_loss(fm, data, None)) < 0.9 * start
+    before = float(-fm().log_prob(data).mean())
+    tuned = px.fit(fm, data, objective="mle", steps=20, batch_size=128, lr=1e-3, progress=False, seed=0)
+    assert tuned.objective == "mle" and math.isfinite(tuned.losses[-1])
+    assert float(-fm().log_prob(data).mean()) < before
+    assert bool(fm.standardizer.initialized)
+
+
+def test_validation_loss_of_cfm_is_deterministic():
+    data = px.datasets.toy("moons", n=256, seed=0)
+    fm = px.FlowMatching(2, hidden=(8,))
+    result = px.fit(fm, data, steps=4, validation=data[:64], eval_every=1, progress=False, seed=0)
+    obj = get_objective("cfm", fm)
+    assert obj.validation_loss(fm, data[:64], None) == obj.validation_loss(fm, data[:64], None)
+    assert len(result.val_losses) == 4
+
+
+def test_classifier_free_guidance_mixes_fields():
+    torch.manual_seed(0)
+    fm = px.FlowMatching(2, 3, hidden=(8,), guidance_dropout=0.3)
+    with torch.no_grad():
+        for p in fm.parameters():
+            p.add_(torch.randn_like(p))
+    x, t, c = torch.randn(4, 2), torch.tensor(0.3), torch.randn(4, 3)
+    guided = fm(c, guidance=2.5).bijector[0].field(x, t, c)
+    cond = fm.network(x, t, torch.cat([c, torch.ones(4, 1)], -1))
+    null = fm.network(x, t, torch.zeros(4, 4))
+    assert torch.allclose(guided, null + 2.5 * (cond - null), atol=1e-6)
+    data, ctx = torch.randn(64, 2), torch.randn(64, 3)
+    px.fit(fm, data, context=ctx, steps=3, batch_size=32, progress=False, seed=0)
+    assert fm(c, guidance=3.0, solver="euler", steps=2).sample().shape == (4, 2)
+    with pytest.raises(ValueError, match="guidance"):
+        px.FlowMatching(2, 3, hidden=(8,))(c, guidance=2.0)
+    with pytest.raises(ValueError, match="conditional"):
+        px.FlowMatching(2, guidance_dropout=0.1)
+
+
+def test_bad_hyperparameters_are_refused():
+    with pytest.raises(ValueError, match="path"):
+        px.FlowMatching(2, path="straight")
+    with pytest.raises(ValueError, match="coupling"):
+        px.FlowMatching(2, coupling="sinkhorn")
+    with pytest.raises(ValueError, match="sde"):
+        px.Diffusion(2, sde="subvp")
+    with pytest.raises(ValueError, match="eps"):
+        px.Diffusion(2, eps=0.0)
+    with pytest.raises(ValueError, match="objective"):
+        px.fit(px.FlowMatching(2), torch.randn(8, 2), objective="dsm", steps=1, progress=False)
+
+
+def test_diffusion_fits_with_dsm_and_conditions_on_context():
+    torch.manual_seed(0)
+    ctx = torch.randn(256, 1)
+    data = torch.cat([ctx * 2 + 0.1 * torch.randn(256, 1), torch.randn(256, 1)], 1)
+    model = px.Diffusion(2, 1, hidden=(32, 32))
+    result = px.fit(model, data, context=ctx, steps=40, batch_size=64, lr=3e-3, progress=False, seed=0)
+    assert result.objective == "dsm" and all(math.isfinite(v) for v in result.losses)
+    a = model.sample((3,), torch.zeros(1), sampler="ddim", steps=5)
+    b = model.sample((3,), torch.ones(1), sampler="ddim", steps=5)
+    assert a.shape == b.shape == (3, 2)
+
+
+# ------------------------------------------------------------------ inside Pyro programs
+def test_flow_matching_prior_under_predictive_and_nuts():
+    torch.manual_seed(0)
+    prior = px.FlowMatching(2, hidden=(8,), solver="rk4", steps=3)
+
+    def model(y=None):
+        z = pyro.sample("z", prior())
+        return pyro.sample("y", pyro.distributions.Normal(z, 0.5).to_event(1), obs=y)
+
+    draws = Predictive(model, num_samples=20)()
+    assert draws["z"].shape == (20, 1, 2) or draws["z"].shape == (20, 2)
+    mcmc = MCMC(NUTS(model), num_samples=10, warmup_steps=10, disable_progbar=True)
+    mcmc.run(torch.tensor([0.3, -0.2]))
+    assert torch.isfinite(mcmc.get_samples()["z"]).all()
+
+
+def test_standardization_is_set_once_and_saved(tmp_path):
+    data = torch.randn(128, 2) * torch.tensor([5.0, 0.1]) + 3
+    fm = px.FlowMatching(2, hidden=(8,))
+    px.fit(fm, data, steps=2, progress=False, seed=0)
+    loc = fm.standardizer.loc.clone()
+    assert torch.allclose(loc, data.mean(0), atol=1e-5)
+    px.fit(fm, data * 10, steps=2, progress=False, seed=0)  # a second fit keeps it
+    assert torch.equal(fm.standardizer.loc, loc)
+    px.save(fm, tmp_path / "fm.pt")
+    assert torch.equal(px.load(tmp_path / "fm.pt").standardizer.loc, loc)
