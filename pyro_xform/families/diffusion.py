@@ -42,6 +42,20 @@ class _ProbabilityFlow(nn.Module):
         sched = self.schedule
         return sched.drift(s) * x + 0.5 * sched.g2(s) / sched.sigma(s) * self.noise(x, s, context)
 
+    @property
+    def has_divergence(self) -> bool:
+        return hasattr(self.net, "forward_and_divergence")
+
+    def forward_and_divergence(self, x: Tensor, s: Tensor, context: Tensor | None = None):
+        """The drift and its exact divergence, :math:`D f(s) + \\tfrac{g^2}{2\\sigma_s} c_{in}
+        \\nabla_u \\cdot \\varepsilon_\\theta(u)` at :math:`u = c_{in} x` (one time for the batch)."""
+        sched = self.schedule
+        scale = torch.rsqrt(sched.alpha(s) ** 2 + sched.sigma(s) ** 2)
+        noise, div = self.net.forward_and_divergence(x * scale, s, context)
+        k = 0.5 * sched.g2(s) / sched.sigma(s)
+        drift = sched.drift(s)
+        return drift * x + k * noise, drift * x.shape[-1] + k * scale * div
+
 
 class Diffusion(ContinuousTimeXform):
     """Score-based diffusion with a VP or VE forward SDE. The network predicts the noise of

@@ -30,15 +30,29 @@ class _Velocity(nn.Module):
         super().__init__()
         self.net, self.context, self.null_token, self.guidance = net, context, null_token, guidance
 
+    @property
+    def has_divergence(self) -> bool:
+        return hasattr(self.net, "forward_and_divergence")
+
     def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._guided(self.net, x, t, context)
+
+    def forward_and_divergence(self, x: Tensor, t: Tensor, context: Tensor | None = None):
+        """The field and its exact divergence (linear in the field, so guidance mixes both)."""
+        return self._guided(self.net.forward_and_divergence, x, t, context)
+
+    def _guided(self, net, x, t, context):
         if not self.null_token:
-            return self.net(x, t, context)
+            return net(x, t, context)
         flag = context.new_ones((*context.shape[:-1], 1))
-        v_cond = self.net(x, t, torch.cat([context, flag], -1))
+        cond = net(x, t, torch.cat([context, flag], -1))
         if self.guidance == 1.0:
-            return v_cond
-        v_null = self.net(x, t, torch.zeros_like(flag).expand((*context.shape[:-1], self.context + 1)))
-        return v_null + self.guidance * (v_cond - v_null)
+            return cond
+        null = net(x, t, torch.zeros_like(flag).expand((*context.shape[:-1], self.context + 1)))
+        w = self.guidance
+        if isinstance(cond, tuple):
+            return tuple(n + w * (c - n) for c, n in zip(cond, null, strict=True))
+        return null + w * (cond - null)
 
 
 def ot_pairing(noise: Tensor, data: Tensor) -> Tensor:

@@ -33,7 +33,8 @@ class ODETransform(Bijector):
 
     integrated jointly with the state (one augmented solve in either direction; Pyro's
     default would solve once for the value and again for the log-determinant). The
-    divergence is exact (one vector-Jacobian product per coordinate) or Hutchinson's
+    divergence is exact (the field's own ``forward_and_divergence`` where it has one and
+    ``has_divergence`` is true, else one vector-Jacobian product per coordinate) or Hutchinson's
     unbiased estimate :math:`\\varepsilon^\\top (\\partial v/\\partial x) \\varepsilon` with
     Rademacher probes :math:`\\varepsilon`, drawn once per solve and averaged over
     ``probes``. Both are differentiable in the parameters, so the density can be trained
@@ -178,6 +179,8 @@ class ODETransform(Bijector):
             probes = torch.randint(0, 2, (self.probes, *y.shape), dtype=y.dtype, device=y.device) * 2 - 1
         self.nfe = 0
         field, trace = self.field, self.trace
+        # A field that computes its own exact divergence (forward mode) skips autograd.
+        fused = trace == "exact" and getattr(field, "has_divergence", False)
         # Without anything to differentiate, the divergence's graph is dropped at each step.
         wants_graph = (
             y.requires_grad
@@ -191,6 +194,8 @@ class ODETransform(Bijector):
             graph = wants_graph and torch.is_grad_enabled()
             if not with_ladj:
                 return field(x, t, context)
+            if fused:
+                return field.forward_and_divergence(x, t, context)
             with torch.enable_grad():
                 if not x.requires_grad:
                     x = x.detach().requires_grad_()
@@ -213,7 +218,9 @@ class ODETransform(Bijector):
                 )
             }
         else:
-            kwargs.update(rtol=self.rtol, atol=self.atol)
+            # Land the last step on the end time: stepping past it and interpolating back would
+            # evaluate the field outside [t0, t1], where a diffusion's schedule is undefined.
+            kwargs.update(rtol=self.rtol, atol=self.atol, options={"step_t": times[1:]})
         if self.adjoint and torch.is_grad_enabled():
             params = tuple(p for p in self.field.parameters() if p.requires_grad)
             if context is not None and context.requires_grad:
