@@ -1,7 +1,7 @@
 """pyro_xform: every deep generative model as a learned transform of a base distribution,
 as Pyro distributions."""
 
-from . import datasets, schedules, transforms
+from . import datasets, metrics, schedules, transforms
 from .checkpoint import load, save
 from .core import LOG_PROB_KINDS, Xform, XformDistribution
 from .families import FAMILIES, IAF, MAF, NSF, Diffusion, FlowMatching, RealNVP
@@ -25,6 +25,7 @@ __all__ = [
     "datasets",
     "fit",
     "load",
+    "metrics",
     "save",
     "schedules",
     "transforms",
