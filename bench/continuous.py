@@ -1,10 +1,10 @@
 """Continuous-time families against zuko and Meta's flow_matching, and against NSF, one run.
 
 1. Likelihood: time to compute the exact log-likelihood of N 2-D points (default 20 000)
-   with the same trained velocity network and the same dopri5 tolerances, in pyro_xform
-   (forward-mode divergence; and with autograd's, for reference), zuko's
-   ``FreeFormJacobianTransform`` (exact trace) and flow_matching's ``compute_likelihood``
-   (exact divergence). Accuracy is the mean |error| against a float64 solve at 1e-9.
+   with the same trained velocity network and the same dopri5 tolerances, in pyro_xform,
+   zuko's ``FreeFormJacobianTransform`` (exact trace) and flow_matching's
+   ``compute_likelihood`` (exact divergence). Accuracy is the mean |error| against a float64
+   solve at 1e-9. Then the same with the gradient (backward pass) for a training batch.
 2. Test NLL of FlowMatching and Diffusion against NSF on checkerboard and 8gaussians, each
    trained for the same wall-clock budget.
 3. Sample quality (sliced W1 to held-out data) against NFE for Euler, midpoint and RK4, with
@@ -35,19 +35,6 @@ def timed(fn, repeats):
     return statistics.median(times), out
 
 
-class _AutogradField(torch.nn.Module):
-    """The same field without its forward-mode divergence: the ODE falls back to autograd."""
-
-    has_divergence = False
-
-    def __init__(self, field):
-        super().__init__()
-        self.field = field
-
-    def forward(self, x, t, context=None):
-        return self.field(x, t, context)
-
-
 def likelihood(args) -> None:
     print(f"\n== 1. exact log-likelihood of {args.points} points, dopri5 rtol=atol={args.tol:g} ==")
     train, test = px.datasets.load("checkerboard", n_train=20_000, n_test=args.points)
@@ -71,18 +58,20 @@ def likelihood(args) -> None:
         z, ladj = ode64.inverse_and_ladj(y.double())
         reference = (log_p0(z) - ladj).float()
 
-    rows = {}
+    rows, grad_rows = {}, {}
+    y_grad = y[: args.grad_points]
 
-    def ours(field=None):
+    def ours(points, grad):
         ode = model.ode.configured(rtol=args.tol, atol=args.tol)
-        if field is not None:
-            ode.field = field
-        with torch.no_grad():
-            z, ladj = ode.inverse_and_ladj(y)
-        return log_p0(z) - ladj, ode.nfe
+        with torch.set_grad_enabled(grad):
+            z, ladj = ode.inverse_and_ladj(points)
+            lp = log_p0(z) - ladj
+            if grad:
+                lp.mean().backward()
+        return lp.detach(), ode.nfe
 
-    rows["pyro_xform (forward-mode trace)"] = timed(lambda: ours(), args.repeats)
-    rows["pyro_xform (autograd trace)"] = timed(lambda: ours(_AutogradField(model.ode.field)), args.repeats)
+    rows["pyro_xform"] = timed(lambda: ours(y, False), args.repeats)
+    grad_rows["pyro_xform"] = timed(lambda: ours(y_grad, True), args.repeats)
 
     try:
         import zuko  # noqa: F401  (switches off torch's argument validation; restored below)
@@ -93,12 +82,16 @@ def likelihood(args) -> None:
             lambda t, x: net(x, t), 0.0, 1.0, phi=tuple(net.parameters()), atol=args.tol, rtol=args.tol
         )
 
-        def zuko_lp():
-            with torch.no_grad():
-                z, ladj = ffj.inv.call_and_ladj(y)
-            return log_p0(z) + ladj, None
+        def zuko_lp(points, grad):
+            with torch.set_grad_enabled(grad):
+                z, ladj = ffj.inv.call_and_ladj(points)
+                lp = log_p0(z) + ladj
+                if grad:
+                    lp.mean().backward()
+            return lp.detach(), None
 
-        rows["zuko FFJ (exact)"] = timed(zuko_lp, args.repeats)
+        rows["zuko FFJ (exact)"] = timed(lambda: zuko_lp(y, False), args.repeats)
+        grad_rows["zuko FFJ (exact)"] = timed(lambda: zuko_lp(y_grad, True), args.repeats)
         torch.distributions.Distribution.set_default_validate_args(validate)
     except ImportError:
         print("  (zuko not installed)")
@@ -113,27 +106,35 @@ def likelihood(args) -> None:
 
         solver = ODESolver(Wrapped(net))
 
-        def fm_lp():
+        def fm_lp(points, grad):
             _, lp = solver.compute_likelihood(
-                y,
+                points,
                 log_p0,
                 step_size=None,
                 method="dopri5",
                 atol=args.tol,
                 rtol=args.tol,
                 exact_divergence=True,
+                enable_grad=grad,
             )
+            if grad:
+                lp.mean().backward()
             return lp.detach(), None
 
-        rows["flow_matching (exact)"] = timed(fm_lp, args.repeats)
+        rows["flow_matching (exact)"] = timed(lambda: fm_lp(y, False), args.repeats)
+        grad_rows["flow_matching (exact)"] = timed(lambda: fm_lp(y_grad, True), args.repeats)
     except ImportError:
         print("  (flow_matching not installed)")
 
-    base = rows["pyro_xform (forward-mode trace)"][0]
-    print(f"  {'library':<34}{'seconds':>9}{'x ours':>8}{'mean |err|':>12}{'NFE':>6}")
+    base = rows["pyro_xform"][0]
+    print(f"  {'library':<24}{'seconds':>9}{'x ours':>8}{'mean |err|':>12}{'NFE':>6}")
     for name, (secs, (lp, nfe)) in rows.items():
         err = float((lp - reference).abs().mean())
-        print(f"  {name:<34}{secs:>9.2f}{secs / base:>8.2f}{err:>12.2e}{nfe if nfe else '':>6}")
+        print(f"  {name:<24}{secs:>9.2f}{secs / base:>8.2f}{err:>12.2e}{nfe if nfe else '':>6}")
+    print(f"\n  log-likelihood and its gradient (backward) for {y_grad.shape[0]} points (training by MLE):")
+    base = grad_rows["pyro_xform"][0]
+    for name, (secs, _) in grad_rows.items():
+        print(f"  {name:<24}{secs:>9.2f}{secs / base:>8.2f}")
 
 
 def per_step_seconds(model, data, lr):
@@ -209,6 +210,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=20_000)
     parser.add_argument("--tol", type=float, default=1e-5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--grad-points", type=int, default=2048)
     parser.add_argument("--fm-steps", type=int, default=1500, help="training steps of the timed network")
     parser.add_argument("--budget", type=float, default=20.0, help="training seconds per model in part 2")
     parser.add_argument("--cfm-steps", type=int, default=3000)
