@@ -310,6 +310,8 @@ def test_bad_hyperparameters_are_refused():
         px.Diffusion(2, eps=0.0)
     with pytest.raises(ValueError, match="objective"):
         px.fit(px.FlowMatching(2), torch.randn(8, 2), objective="dsm", steps=1, progress=False)
+    with pytest.raises(TypeError, match="guidance"):
+        px.Diffusion(2)(guidance=2.0)
 
 
 def test_diffusion_fits_with_dsm_and_conditions_on_context():

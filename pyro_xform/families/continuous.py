@@ -76,6 +76,8 @@ class ContinuousTimeXform(Xform):
 
     def _field(self, **settings) -> nn.Module:
         """The velocity field for one call (subclasses use settings such as ``guidance``)."""
+        if settings:
+            raise TypeError(f"{type(self).__name__} takes no settings {sorted(settings)}")
         return self.ode.field
 
     def forward(
