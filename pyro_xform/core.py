@@ -26,10 +26,15 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-__all__ = ["LOG_PROB_KINDS", "Xform", "XformDistribution", "check_context"]
+__all__ = ["LOG_PROB_KINDS", "Xform", "XformDistribution", "check_context", "is_count"]
 
 #: What ``log_prob`` returns: the exact density, a lower bound, an estimate, or nothing.
 LOG_PROB_KINDS = ("exact", "lower_bound", "estimate", None)
+
+
+def is_count(value: Any, minimum: int = 1) -> bool:
+    """Whether ``value`` is an ``int`` (not a ``bool``) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def check_context(context: Tensor | None, size: int, *, name: str = "context") -> Tensor | None:
@@ -236,9 +241,9 @@ class Xform(nn.Module):
 
     def __init__(self, features: int, context: int = 0) -> None:
         super().__init__()
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+        if not is_count(features):
             raise ValueError(f"features must be a positive int, got {features!r}")
-        if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        if not is_count(context, 0):
             raise ValueError(f"context must be a non-negative int, got {context!r}")
         self.features = features
         self.context_features = context

@@ -14,7 +14,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .checkpoint import FORMAT, atomic_save, config_of, read
-from .core import Xform
+from .core import Xform, is_count
 from .objectives import get_objective
 
 __all__ = ["FitResult", "fit"]
@@ -161,7 +161,7 @@ def fit(
         raise ValueError(f"model must be a pyro_xform.Xform, got {type(model).__name__}")
     obj = get_objective(objective, model)
     for name, value in (("steps", steps), ("batch_size", batch_size), ("patience", patience)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_count(value):
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..core import is_count
 from ..nn import TimeMLP
 from ..schedules import Schedule, VarianceExploding, VariancePreserving
 from .continuous import ContinuousTimeXform
@@ -29,11 +30,14 @@ class _ProbabilityFlow(nn.Module):
         super().__init__()
         self.net, self.schedule = net, schedule
 
+    def input_scale(self, s: Tensor) -> Tensor:
+        """:math:`c_{in}(s) = 1 / \\sqrt{\\alpha_s^2 + \\sigma_s^2}`, which keeps the network's
+        input at unit scale."""
+        return torch.rsqrt(self.schedule.alpha(s) ** 2 + self.schedule.sigma(s) ** 2)
+
     def noise(self, x: Tensor, s: Tensor, context: Tensor | None = None) -> Tensor:
-        """:math:`\\varepsilon_\\theta(x, s, c)`; the network sees
-        :math:`x / \\sqrt{\\alpha_s^2 + \\sigma_s^2}`."""
-        sched = self.schedule
-        scale = torch.rsqrt(sched.alpha(s) ** 2 + sched.sigma(s) ** 2)
+        """:math:`\\varepsilon_\\theta(x, s, c)`; the network sees :math:`c_{in}(s)\\,x`."""
+        scale = self.input_scale(s)
         if s.dim():
             scale = scale[..., None]
         return self.net(x * scale, s, context)
@@ -50,7 +54,7 @@ class _ProbabilityFlow(nn.Module):
         """The drift and its exact divergence, :math:`D f(s) + \\tfrac{g^2}{2\\sigma_s} c_{in}
         \\nabla_u \\cdot \\varepsilon_\\theta(u)` at :math:`u = c_{in} x` (one time for the batch)."""
         sched = self.schedule
-        scale = torch.rsqrt(sched.alpha(s) ** 2 + sched.sigma(s) ** 2)
+        scale = self.input_scale(s)
         noise, div = self.net.forward_and_divergence(x * scale, s, context)
         k = 0.5 * sched.g2(s) / sched.sigma(s)
         drift = sched.drift(s)
@@ -197,13 +201,11 @@ class Diffusion(ContinuousTimeXform):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if sampler == "ode":
-            if steps is not None:
-                ode_settings["steps"] = steps
-            return self(context, **ode_settings).sample(sample_shape)
+            return super().sample(sample_shape, context, steps=steps, **ode_settings)
         if ode_settings:
             raise TypeError(f"{sorted(ode_settings)} apply to the ode sampler only")
         steps = 100 if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if not is_count(steps):
             raise ValueError(f"steps must be a positive int, got {steps!r}")
         if not 0 <= eta <= 1:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")

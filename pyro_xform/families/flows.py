@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor
 
-from ..core import Xform, XformDistribution
+from ..core import Xform, XformDistribution, is_count
 from ..transforms import (
     ActNorm,
     AffineAutoregressive,
@@ -59,7 +59,7 @@ class Flow(Xform):
         actnorm: bool = False,
     ) -> None:
         super().__init__(features, context)
-        if isinstance(transforms, bool) or not isinstance(transforms, int) or transforms < 1:
+        if not is_count(transforms):
             raise ValueError(f"transforms must be a positive int, got {transforms!r}")
         if linear not in _LINEAR:
             raise ValueError(f"linear must be one of {_LINEAR}, got {linear!r}")

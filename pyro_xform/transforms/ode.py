@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from ..core import is_count
 from .base import Bijector, broadcast_context
 
 __all__ = ["FIXED_STEP_SOLVERS", "ODETransform"]
@@ -106,7 +107,7 @@ class ODETransform(Bijector):
 
     def _check(self) -> None:
         if self.solver in FIXED_STEP_SOLVERS:
-            if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            if not is_count(self.steps):
                 raise ValueError(
                     f"the fixed-step solver {self.solver!r} needs steps >= 1, got {self.steps!r}"
                 )
@@ -121,7 +122,7 @@ class ODETransform(Bijector):
             )
         if self.trace not in _TRACES:
             raise ValueError(f"trace must be one of {_TRACES}, got {self.trace!r}")
-        if isinstance(self.probes, bool) or not isinstance(self.probes, int) or self.probes < 1:
+        if not is_count(self.probes):
             raise ValueError(f"probes must be a positive int, got {self.probes!r}")
         if self.time[0] == self.time[1] or not all(math.isfinite(t) for t in self.time):
             raise ValueError(f"time must be two different finite numbers, got {self.time}")
@@ -169,7 +170,9 @@ class ODETransform(Bijector):
         return self._solve(z, context, self.time, with_ladj=False)[0]
 
     # -- solving -----------------------------------------------------------------------
-    def _solve(self, y: Tensor, context: Tensor | None, span, *, with_ladj: bool) -> tuple[Tensor, Tensor]:
+    def _solve(
+        self, y: Tensor, context: Tensor | None, span, *, with_ladj: bool
+    ) -> tuple[Tensor, Tensor | None]:
         y, context = broadcast_context(y, context)
         # A non-finite row would stall an adaptive solver; it is solved as zeros, then marked.
         finite = torch.isfinite(y).all(-1)
@@ -238,11 +241,10 @@ class ODETransform(Bijector):
         else:
             out = odeint(dynamics, state, times, **kwargs)
         value, log_det = (out[0][-1], out[1][-1]) if with_ladj else (out[-1], None)
-        if log_det is None:
-            log_det = value.new_zeros(value.shape[:-1])
         if not all_finite:
             value = torch.where(finite[..., None], value, torch.full_like(value, math.nan))
-            log_det = torch.where(finite, log_det, torch.full_like(log_det, math.nan))
+            if log_det is not None:
+                log_det = torch.where(finite, log_det, torch.full_like(log_det, math.nan))
         return value, log_det
 
     def extra_repr(self) -> str:
