@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import FORMAT, atomic_save, config_of, read
 from .core import Xform, is_count
-from .objectives import get_objective
+from .objectives import Objective, get_objective
 
 __all__ = ["FitResult", "fit"]
 
@@ -88,7 +88,7 @@ def fit(
     model: Xform,
     data: Tensor,
     *,
-    objective: str | None = None,
+    objective: str | Objective | None = None,
     context: Tensor | None = None,
     steps: int = 1000,
     batch_size: int = 256,
@@ -115,7 +115,9 @@ def fit(
     Args:
         model: the model to train, in place.
         data: training data, shape ``(N, *event_shape)``.
-        objective: objective name (``"mle"``, ...); ``None`` takes the model's default.
+        objective: objective name (``"mle"``, ``"elbo"``, ``"cfm"``, ``"dsm"``, ``"reconstruction"``,
+            ``"adversarial"``) or an :class:`~pyro_xform.objectives.Objective` instance with
+            options; ``None`` takes the model's default.
         context: conditioning rows, shape ``(N, context)``, for a conditional model.
         steps: total number of optimizer steps (a resumed run continues up to this count).
         batch_size: minibatch size.
@@ -200,8 +202,7 @@ def fit(
     eval_every = eval_every or max(1, min(100, steps // 20))
     checkpoint_every = checkpoint_every or eval_every
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _adam(params, lr, weight_decay)
+    optimizers = [_adam(group, lr, weight_decay, obj.adam) for group in obj.parameter_groups(model)]
     n = data.shape[0]
     state = {
         "step": 0,
@@ -218,14 +219,14 @@ def fit(
     }
     config = config_of(model) if checkpoint is not None else None
     if checkpoint is not None and os.path.exists(checkpoint):
-        state = _resume(checkpoint, config, model, optimizer, generator, n)
+        state = _resume(checkpoint, config, model, optimizers, generator, n)
 
     def save_checkpoint() -> None:
         current = _clone_state(model)
         resume = dict(
             state,
             params=current,
-            optim=optimizer.state_dict(),
+            optim=[optimizer.state_dict() for optimizer in optimizers],
             rng=torch.get_rng_state(),
             gen=generator.get_state(),
         )
@@ -256,25 +257,11 @@ def fit(
                 batch_context = None if context is None else context[idx]
 
                 if schedule == "cosine":  # a function of the step alone, so a resume needs no state
-                    for group in optimizer.param_groups:
+                    for group in (g for optimizer in optimizers for g in optimizer.param_groups):
                         group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * state["step"] / steps))
-                loss = obj.loss(model, batch, batch_context)
-                value = float(loss.detach()) / batch.shape[0]
-                if not math.isfinite(value):
-                    raise FloatingPointError(
-                        f"the {obj.name} loss became {value} at step {state['step'] + 1}; the parameters "
-                        "are those of the last good step (try a smaller lr, clip_grad, or check the data)"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(params, math.inf if clip_grad is None else clip_grad)
-                if not torch.isfinite(norm):
-                    optimizer.zero_grad(set_to_none=True)
-                    raise FloatingPointError(
-                        f"the gradient became NaN/Inf at step {state['step'] + 1}; the parameters are "
-                        "those of the last good step (try a smaller lr or clip_grad)"
-                    )
-                optimizer.step()
+                value = obj.train_step(
+                    model, batch, batch_context, optimizers, step=state["step"] + 1, clip_grad=clip_grad
+                )
                 state["step"] += 1
                 state["losses"].append(value)
                 bar.update(1)
@@ -315,13 +302,13 @@ def fit(
     )
 
 
-def _adam(params: list[Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
+def _adam(params: list[Tensor], lr: float, weight_decay: float, options: dict) -> torch.optim.Adam:
     # The fused kernel updates every tensor in one call: the per-tensor loop of the default
     # implementation costs as much as a small flow's forward pass.
     try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True, **options)
     except (RuntimeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **options)
 
 
 @torch.no_grad()
@@ -335,7 +322,7 @@ def _validate(obj, model: Xform, data: Tensor, context: Tensor | None, batch_siz
     return value if math.isfinite(value) else math.inf
 
 
-def _resume(path, config, model, optimizer, generator, n) -> dict:
+def _resume(path, config, model, optimizers, generator, n) -> dict:
     saved = read(path)
     if saved["config"] != config:
         raise ValueError(f"checkpoint {path} was written for another model: {saved['config']}")
@@ -347,7 +334,14 @@ def _resume(path, config, model, optimizer, generator, n) -> dict:
             f"checkpoint {path} was written for {resume['perm'].shape[0]} training rows, not {n}"
         )
     model.load_state_dict(resume.pop("params"))
-    optimizer.load_state_dict(resume.pop("optim"))
+    states = resume.pop("optim")
+    states = [states] if isinstance(states, dict) else states  # files written before several optimizers
+    if len(states) != len(optimizers):
+        raise ValueError(
+            f"checkpoint {path} holds {len(states)} optimizer states, this objective has {len(optimizers)}"
+        )
+    for optimizer, saved_state in zip(optimizers, states, strict=True):
+        optimizer.load_state_dict(saved_state)
     torch.set_rng_state(resume.pop("rng"))
     generator.set_state(resume.pop("gen"))
     return resume

@@ -6,37 +6,78 @@ successive measurements are comparable.
 
 Maximum likelihood goes through Pyro: the loss is :class:`pyro.infer.Trace_ELBO` of the
 model ``pyro.sample("x", model(context), obs=batch)`` (inside a ``pyro.plate``) with an
-empty guide, i.e. exactly what a hand-written Pyro SVI loop minimizes.
+empty guide, i.e. exactly what a hand-written Pyro SVI loop minimizes. The ELBO of a
+latent-variable model goes through Pyro too, on the model's own ``model``/``guide`` pair.
+
+An objective owns its optimizer step (:meth:`Objective.train_step`), so an adversarial
+objective can alternate its two optimizers inside the same :func:`~pyro_xform.fit` loop.
+Objectives with options are passed to ``fit`` as instances, e.g.
+``fit(vae, data, objective=ELBO(beta=0.5, anneal_steps=1000))``.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from typing import Any, ClassVar
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO
+import torch.nn.functional as F
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import Tensor
 
-from .core import Xform
+from .core import Xform, is_count
 
 __all__ = [
+    "ELBO",
     "OBJECTIVES",
+    "Adversarial",
     "ConditionalFlowMatching",
     "DenoisingScoreMatching",
     "MaximumLikelihood",
     "Objective",
+    "Reconstruction",
     "get_objective",
 ]
+
+
+def descend(
+    loss: Tensor, optimizer: torch.optim.Optimizer, clip_grad: float | None, what: str, step: int
+) -> None:
+    """One guarded gradient step: refuse a non-finite loss or gradient before anything changes.
+
+    Raises:
+        FloatingPointError: the loss or the gradient norm is NaN/Inf; no parameter moved.
+    """
+    if not torch.isfinite(loss.detach()).all():
+        raise FloatingPointError(
+            f"the {what} became {float(loss.detach())} at step {step}; the parameters are those of "
+            "the last good step (try a smaller lr, clip_grad, or check the data)"
+        )
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, math.inf if clip_grad is None else clip_grad)
+    if not torch.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        raise FloatingPointError(
+            f"the gradient of the {what} became NaN/Inf at step {step}; the parameters are those "
+            "of the last good step (try a smaller lr or clip_grad)"
+        )
+    optimizer.step()
 
 
 class Objective:
     """A training objective. ``loss`` is minimized; ``loss / batch size`` is reported.
 
     ``validation_loss`` is the per-example figure used for early stopping.
+    :meth:`parameter_groups` says which parameters each optimizer trains (one group:
+    one optimizer) and :meth:`train_step` takes one step with them.
     """
 
     name: ClassVar[str] = ""
+    #: Extra Adam settings (e.g. ``betas``) for this objective's optimizers.
+    adam: ClassVar[dict[str, Any]] = {}
 
     def compatible(self, model: Xform) -> bool:
         return True
@@ -46,6 +87,24 @@ class Objective:
 
     def validation_loss(self, model: Xform, batch: Tensor, context: Tensor | None) -> Tensor:
         return self.loss(model, batch, context) / batch.shape[0]
+
+    def parameter_groups(self, model: Xform) -> list[list[torch.nn.Parameter]]:
+        return [[p for p in model.parameters() if p.requires_grad]]
+
+    def train_step(
+        self,
+        model: Xform,
+        batch: Tensor,
+        context: Tensor | None,
+        optimizers: list[torch.optim.Optimizer],
+        *,
+        step: int,
+        clip_grad: float | None = None,
+    ) -> float:
+        """One optimizer step (``step`` counts from 1); returns the loss per example."""
+        loss = self.loss(model, batch, context)
+        descend(loss, optimizers[0], clip_grad, f"{self.name} loss", step)
+        return float(loss.detach()) / batch.shape[0]
 
 
 def _mle_model(model: Xform, batch: Tensor, context: Tensor | None) -> None:
@@ -111,23 +170,227 @@ class DenoisingScoreMatching(_Regression):
     method = "dsm_loss"
 
 
+class Reconstruction(_Regression):
+    """Reconstruction error of a deterministic autoencoder, plus the negative log-likelihood
+    of its latent density on the (gradient-stopped) codes (see :class:`pyro_xform.Autoencoder`)."""
+
+    name = "reconstruction"
+    method = "reconstruction_loss"
+
+
+class ELBO(Objective):
+    """The evidence lower bound of a latent-variable model, through Pyro's SVI machinery:
+
+    .. math:: \\mathcal L(x) = \\mathbb E_{q(z\\mid x)}[\\log p(x \\mid z)]
+        - \beta_t\\, \\mathrm{KL}\big(q(z \\mid x) \\,\\|\\, p(z)\big),
+
+    minimized as :math:`-\\sum_i \\mathcal L(x_i)` by ``Trace_ELBO`` on the model's
+    ``model``/``guide`` pair, or ``TraceMeanField_ELBO`` (analytic KL) where the prior and
+    the posterior are both diagonal Gaussians. :math:`\beta_t = \beta \\min(1, t / T)`
+    anneals the KL weight over ``anneal_steps`` :math:`T` (Bowman et al., 2016).
+    The validation figure is always the plain negative ELBO (:math:`\beta = 1`) per example.
+
+    Args:
+        beta: weight of the KL term (β-VAE, Higgins et al., 2017).
+        anneal_steps: steps over which the KL weight grows linearly from 0 to ``beta``.
+        particles: Monte Carlo samples of :math:`z` per example.
+        analytic_kl: force (True) or forbid (False) the analytic KL; ``None`` lets the model say.
+
+    References:
+        Auto-encoding variational Bayes (Kingma, Welling, 2013, arXiv:1312.6114).
+        Generating sentences from a continuous space (Bowman et al., 2016, arXiv:1511.06349).
+    """
+
+    name = "elbo"
+
+    def __init__(
+        self, beta: float = 1.0, anneal_steps: int = 0, particles: int = 1, analytic_kl: bool | None = None
+    ) -> None:
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+        if not is_count(anneal_steps, 0):
+            raise ValueError(f"anneal_steps must be an int >= 0, got {anneal_steps!r}")
+        if not is_count(particles):
+            raise ValueError(f"particles must be a positive int, got {particles!r}")
+        self.beta, self.anneal_steps, self.particles, self.analytic_kl = (
+            beta,
+            anneal_steps,
+            particles,
+            analytic_kl,
+        )
+        self._elbos: dict[bool, Trace_ELBO] = {}
+
+    def compatible(self, model: Xform) -> bool:
+        return callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))
+
+    def elbo(self, model: Xform) -> Trace_ELBO:
+        analytic = getattr(model, "analytic_kl", False) if self.analytic_kl is None else self.analytic_kl
+        if analytic not in self._elbos:
+            kind = TraceMeanField_ELBO if analytic else Trace_ELBO
+            vectorize = self.particles > 1
+            self._elbos[analytic] = kind(
+                num_particles=self.particles, vectorize_particles=vectorize, max_plate_nesting=1
+            )
+        return self._elbos[analytic]
+
+    def kl_weight(self, step: int) -> float:
+        if self.anneal_steps == 0:
+            return float(self.beta)
+        return float(self.beta) * min(1.0, step / self.anneal_steps)
+
+    def loss(self, model, batch, context, kl_weight: float = 1.0):
+        return self.elbo(model).differentiable_loss(
+            model.model, model.guide, batch, context, kl_weight=kl_weight
+        )
+
+    def validation_loss(self, model, batch, context):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return self.loss(model, batch, context) / batch.shape[0]
+
+    def train_step(self, model, batch, context, optimizers, *, step, clip_grad=None):
+        loss = self.loss(model, batch, context, kl_weight=self.kl_weight(step))
+        descend(loss, optimizers[0], clip_grad, "negative ELBO", step)
+        return float(loss.detach()) / batch.shape[0]
+
+
+class Adversarial(Objective):
+    """Adversarial training of a generator :math:`G` against a discriminator :math:`D`
+    (see :class:`pyro_xform.GAN`), alternating ``d_steps`` discriminator steps and one
+    generator step, each with its own Adam (``betas=(0.5, 0.9)``).
+
+    Non-saturating loss (default) with the R1 penalty on real data,
+
+    .. math:: L_D = \textstyle\\sum_i \\operatorname{softplus}(-D(x_i))
+        + \\operatorname{softplus}(D(G(z_i))) + \tfrac{\\gamma}{2}\\|\nabla_x D(x_i)\\|^2,
+        \\qquad L_G = \textstyle\\sum_i \\operatorname{softplus}(-D(G(z_i))),
+
+    or WGAN-GP, :math:`L_D = \\sum_i D(G(z_i)) - D(x_i) + \\lambda(\\|\nabla D(\\hat x_i)\\| - 1)^2`
+    on random interpolates :math:`\\hat x`, :math:`L_G = -\\sum_i D(G(z_i))`.
+
+    A GAN has no likelihood, so the validation figure is a sample-based one: the sliced
+    Wasserstein distance between model draws and the validation data (fixed seed).
+    The reported training loss is the generator's.
+
+    Args:
+        loss: ``"nonsaturating"`` or ``"wgan-gp"``.
+        r1: :math:`\\gamma` of the R1 penalty (non-saturating loss).
+        gp: :math:`\\lambda` of the gradient penalty (WGAN-GP).
+        d_steps: discriminator steps per generator step.
+
+    References:
+        Generative adversarial nets (Goodfellow et al., 2014, arXiv:1406.2661).
+        Which training methods for GANs do actually converge? (Mescheder, Geiger, Nowozin,
+        2018, arXiv:1801.04406). Improved training of Wasserstein GANs (Gulrajani et al.,
+        2017, arXiv:1704.00028).
+    """
+
+    name = "adversarial"
+    adam: ClassVar[dict[str, Any]] = {"betas": (0.5, 0.9)}
+
+    def __init__(
+        self, loss: str = "nonsaturating", r1: float = 1.0, gp: float = 10.0, d_steps: int = 1
+    ) -> None:
+        if loss not in ("nonsaturating", "wgan-gp"):
+            raise ValueError(f"loss must be 'nonsaturating' or 'wgan-gp', got {loss!r}")
+        for name, value in (("r1", r1), ("gp", gp)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not is_count(d_steps):
+            raise ValueError(f"d_steps must be a positive int, got {d_steps!r}")
+        self.kind, self.r1, self.gp, self.d_steps = loss, r1, gp, d_steps
+
+    def compatible(self, model: Xform) -> bool:
+        return isinstance(getattr(model, "discriminator", None), torch.nn.Module)
+
+    def parameter_groups(self, model):
+        return [list(model.generator.parameters()), list(model.discriminator.parameters())]
+
+    def _gradient_norm2(self, model, x, context) -> tuple[Tensor, Tensor]:
+        x = x.detach().requires_grad_(True)
+        score = model.discriminator(x, context)
+        (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True)
+        return score, grad.pow(2).sum(-1)
+
+    def discriminator_loss(self, model, real, fake, context) -> Tensor:
+        if self.kind == "nonsaturating":
+            if self.r1 > 0:
+                real_score, norm2 = self._gradient_norm2(model, real, context)
+                penalty = 0.5 * self.r1 * norm2
+            else:
+                real_score, penalty = model.discriminator(real, context), 0.0
+            fake_score = model.discriminator(fake, context)
+            return (F.softplus(-real_score) + F.softplus(fake_score) + penalty).sum()
+        eps = torch.rand((*real.shape[:-1], 1), dtype=real.dtype, device=real.device)
+        _, norm2 = self._gradient_norm2(model, eps * real + (1 - eps) * fake, context)
+        penalty = self.gp * (norm2.clamp_min(1e-12).sqrt() - 1).pow(2)
+        return (model.discriminator(fake, context) - model.discriminator(real, context) + penalty).sum()
+
+    def generator_loss(self, model, fake, context) -> Tensor:
+        score = model.discriminator(fake, context)
+        return (F.softplus(-score) if self.kind == "nonsaturating" else -score).sum()
+
+    def loss(self, model, batch, context):
+        return self.generator_loss(model, model.generate(batch.shape[0], context), context)
+
+    def validation_loss(self, model, batch, context):
+        from .metrics import sliced_wasserstein
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            fake = model.generate(batch.shape[0], context)
+        return torch.tensor(sliced_wasserstein(fake, batch))
+
+    def train_step(self, model, batch, context, optimizers, *, step, clip_grad=None):
+        g_opt, d_opt = optimizers
+        n = batch.shape[0]
+        for _ in range(self.d_steps):
+            with torch.no_grad():
+                fake = model.generate(n, context)
+            descend(
+                self.discriminator_loss(model, batch, fake, context),
+                d_opt,
+                clip_grad,
+                "discriminator loss",
+                step,
+            )
+        # The discriminator is held fixed in the generator's step: no gradient is spent on it.
+        frozen = [p for p in model.discriminator.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            loss = self.loss(model, batch, context)
+            descend(loss, g_opt, clip_grad, "generator loss", step)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return float(loss.detach()) / n
+
+
 #: Objectives by name.
 OBJECTIVES: dict[str, type[Objective]] = {
     "mle": MaximumLikelihood,
     "cfm": ConditionalFlowMatching,
     "dsm": DenoisingScoreMatching,
+    "elbo": ELBO,
+    "reconstruction": Reconstruction,
+    "adversarial": Adversarial,
 }
 
 
-def get_objective(name: str | None, model: Xform) -> Objective:
-    """The objective called ``name`` (the model's default when ``None``), checked against the model."""
-    name = model.default_objective if name is None else name
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; known: {sorted(OBJECTIVES)}")
-    objective = OBJECTIVES[name]()
+def get_objective(name: str | Objective | None, model: Xform) -> Objective:
+    """The objective called ``name`` (the model's default when ``None``; an :class:`Objective`
+    instance is taken as it is), checked against the model."""
+    if isinstance(name, Objective):
+        objective = name
+    else:
+        name = model.default_objective if name is None else name
+        if name not in OBJECTIVES:
+            raise ValueError(f"unknown objective {name!r}; known: {sorted(OBJECTIVES)}")
+        objective = OBJECTIVES[name]()
     if not objective.compatible(model):
         raise ValueError(
-            f"objective {name!r} does not apply to {type(model).__name__} "
+            f"objective {objective.name!r} does not apply to {type(model).__name__} "
             f"(log_prob_kind={model.log_prob_kind!r}); its default is {model.default_objective!r}"
         )
     return objective
