@@ -154,7 +154,7 @@ class _Regression(Objective):
 
 
 class ConditionalFlowMatching(_Regression):
-    """Conditional flow matching, :math:`\\sum_i \\|v_\theta(x_{t_i}, t_i, c_i) - \\dot x_{t_i}\\|^2`
+    """Conditional flow matching, :math:`\\sum_i \\|v_\\theta(x_{t_i}, t_i, c_i) - \\dot x_{t_i}\\|^2`
     (see :class:`pyro_xform.FlowMatching`)."""
 
     name = "cfm"
@@ -163,7 +163,7 @@ class ConditionalFlowMatching(_Regression):
 
 class DenoisingScoreMatching(_Regression):
     """Denoising score matching with noise prediction,
-    :math:`\\sum_i \\|\varepsilon_\theta(x_{s_i}, s_i, c_i) - \varepsilon_i\\|^2`
+    :math:`\\sum_i \\|\\varepsilon_\\theta(x_{s_i}, s_i, c_i) - \\varepsilon_i\\|^2`
     (see :class:`pyro_xform.Diffusion`)."""
 
     name = "dsm"
@@ -182,13 +182,13 @@ class ELBO(Objective):
     """The evidence lower bound of a latent-variable model, through Pyro's SVI machinery:
 
     .. math:: \\mathcal L(x) = \\mathbb E_{q(z\\mid x)}[\\log p(x \\mid z)]
-        - \beta_t\\, \\mathrm{KL}\big(q(z \\mid x) \\,\\|\\, p(z)\big),
+        - \\beta_t\\, \\mathrm{KL}\\big(q(z \\mid x) \\,\\|\\, p(z)\\big),
 
     minimized as :math:`-\\sum_i \\mathcal L(x_i)` by ``Trace_ELBO`` on the model's
     ``model``/``guide`` pair, or ``TraceMeanField_ELBO`` (analytic KL) where the prior and
-    the posterior are both diagonal Gaussians. :math:`\beta_t = \beta \\min(1, t / T)`
+    the posterior are both diagonal Gaussians. :math:`\\beta_t = \\beta \\min(1, t / T)`
     anneals the KL weight over ``anneal_steps`` :math:`T` (Bowman et al., 2016).
-    The validation figure is always the plain negative ELBO (:math:`\beta = 1`) per example.
+    The validation figure is always the plain negative ELBO (:math:`\\beta = 1`) per example.
 
     Args:
         beta: weight of the KL term (β-VAE, Higgins et al., 2017).
@@ -261,11 +261,11 @@ class Adversarial(Objective):
 
     Non-saturating loss (default) with the R1 penalty on real data,
 
-    .. math:: L_D = \textstyle\\sum_i \\operatorname{softplus}(-D(x_i))
-        + \\operatorname{softplus}(D(G(z_i))) + \tfrac{\\gamma}{2}\\|\nabla_x D(x_i)\\|^2,
-        \\qquad L_G = \textstyle\\sum_i \\operatorname{softplus}(-D(G(z_i))),
+    .. math:: L_D = \\textstyle\\sum_i \\operatorname{softplus}(-D(x_i))
+        + \\operatorname{softplus}(D(G(z_i))) + \\tfrac{\\gamma}{2}\\|\\nabla_x D(x_i)\\|^2,
+        \\qquad L_G = \\textstyle\\sum_i \\operatorname{softplus}(-D(G(z_i))),
 
-    or WGAN-GP, :math:`L_D = \\sum_i D(G(z_i)) - D(x_i) + \\lambda(\\|\nabla D(\\hat x_i)\\| - 1)^2`
+    or WGAN-GP, :math:`L_D = \\sum_i D(G(z_i)) - D(x_i) + \\lambda(\\|\\nabla D(\\hat x_i)\\| - 1)^2`
     on random interpolates :math:`\\hat x`, :math:`L_G = -\\sum_i D(G(z_i))`.
 
     A GAN has no likelihood, so the validation figure is a sample-based one: the sliced
