@@ -1,23 +1,40 @@
 """pyro_xform: every deep generative model as a learned transform of a base distribution,
 as Pyro distributions."""
 
-from . import datasets, metrics, schedules, transforms
+from . import datasets, metrics, objectives, schedules, transforms
 from .checkpoint import load, save
-from .core import LOG_PROB_KINDS, Xform, XformDistribution
-from .families import FAMILIES, IAF, MAF, NSF, Diffusion, FlowMatching, RealNVP
+from .core import LOG_PROB_KINDS, GeneratedDistribution, Xform, XformDistribution
+from .families import (
+    FAMILIES,
+    GAN,
+    IAF,
+    MAF,
+    NSF,
+    VAE,
+    Autoencoder,
+    Diffusion,
+    DiscreteAutoregressive,
+    FlowMatching,
+    RealNVP,
+)
 from .fit import FitResult, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FAMILIES",
+    "GAN",
     "IAF",
     "LOG_PROB_KINDS",
     "MAF",
     "NSF",
+    "VAE",
+    "Autoencoder",
     "Diffusion",
+    "DiscreteAutoregressive",
     "FitResult",
     "FlowMatching",
+    "GeneratedDistribution",
     "RealNVP",
     "Xform",
     "XformDistribution",
@@ -26,6 +43,7 @@ __all__ = [
     "fit",
     "load",
     "metrics",
+    "objectives",
     "save",
     "schedules",
     "transforms",

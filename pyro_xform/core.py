@@ -26,7 +26,15 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-__all__ = ["LOG_PROB_KINDS", "Xform", "XformDistribution", "check_context", "is_count"]
+__all__ = [
+    "LOG_PROB_KINDS",
+    "GeneratedDistribution",
+    "Xform",
+    "XformDistribution",
+    "as_xform",
+    "check_context",
+    "is_count",
+]
 
 #: What ``log_prob`` returns: the exact density, a lower bound, an estimate, or nothing.
 LOG_PROB_KINDS = ("exact", "lower_bound", "estimate", None)
@@ -195,6 +203,116 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
 _REBUILT = {"base_dist", "transforms", "_batch_shape", "_event_shape", "context", "_last", "_validate_args"}
 
 
+class GeneratedDistribution(XformDistribution):
+    """A transform of a base distribution that is not a bijection: :math:`x = G(z; c)`,
+    optionally followed by observation noise :math:`x \\sim p(x \\mid G(z; c))`.
+
+    This is the distribution of the latent-variable and implicit families (VAE,
+    autoencoder, GAN, discrete autoregressive). Its density is what the family can honestly
+    give, said by ``log_prob_kind``: ``"exact"`` (the chain rule of a discrete
+    autoregressive model), ``"estimate"`` (importance weighting over :math:`z`) or ``None``
+    (an implicit model: ``log_prob`` raises ``NotImplementedError`` naming what to use
+    instead). It is still a ``TransformedDistribution`` whose base is the base (or prior)
+    distribution, so Pyro sees the usual batch and event shapes.
+
+    Args:
+        base: the distribution of :math:`z`.
+        generator: a :class:`~pyro_xform.transforms.Generator`.
+        context: conditioning tensor, or ``None``.
+        log_prob_kind: one of :data:`LOG_PROB_KINDS`.
+        density: ``(value, context) -> log-density`` (exact or estimated); needed unless
+            ``log_prob_kind`` is ``None``.
+        observe: ``G(z) -> distribution`` of the observation noise, or ``None`` (``x = G(z)``).
+        reparameterized: whether a draw is differentiable in the parameters.
+        no_density: the message of ``log_prob`` for an implicit model.
+        validate_args: as in :class:`torch.distributions.Distribution`.
+
+    Examples:
+        >>> import pyro_xform
+        >>> gan = pyro_xform.GAN(features=3, latent=2)
+        >>> d = gan()
+        >>> d.sample((4,)).shape, d.log_prob_kind
+        (torch.Size([4, 3]), None)
+    """
+
+    def __init__(
+        self,
+        base: torch.distributions.Distribution,
+        generator: Any,
+        context: Tensor | None = None,
+        *,
+        log_prob_kind: str | None = None,
+        density=None,
+        observe=None,
+        reparameterized: bool = True,
+        no_density: str | None = None,
+        validate_args: bool | None = None,
+    ) -> None:
+        if log_prob_kind is not None and density is None:
+            raise ValueError(f"a density function is needed for log_prob_kind={log_prob_kind!r}")
+        self.density, self.observe = density, observe
+        self.reparameterized, self.no_density = reparameterized, no_density
+        super().__init__(base, generator, context, log_prob_kind=log_prob_kind, validate_args=validate_args)
+
+    @property
+    def support(self):
+        return constraints.independent(self.bijector.support, 1)
+
+    @property
+    def has_rsample(self) -> bool:
+        return bool(self.reparameterized and self.bijector.differentiable)
+
+    def _draw(self, sample_shape, reparameterized: bool) -> Tensor:
+        base = self.base_dist
+        z = base.rsample(sample_shape) if reparameterized else base.sample(sample_shape)
+        x = self.bijector.forward_value(z, self.context)
+        if self.observe is not None:
+            noise = self.observe(x)
+            x = noise.rsample() if reparameterized else noise.sample()
+        return x
+
+    def rsample(self, sample_shape=()) -> Tensor:
+        if not self.has_rsample:
+            raise NotImplementedError("draws of this model are not reparameterizable; use sample()")
+        return self._draw(torch.Size(sample_shape), True)
+
+    def sample(self, sample_shape=()) -> Tensor:
+        with torch.no_grad():
+            return self._draw(torch.Size(sample_shape), False)
+
+    def rsample_and_log_prob(self, sample_shape=()) -> tuple[Tensor, Tensor]:
+        """A draw (reparameterized where possible) and its log-density; two passes, since the
+        density of a generator's draw is not a by-product of drawing it."""
+        x = self.rsample(sample_shape) if self.has_rsample else self.sample(sample_shape)
+        return x, self.log_prob(x)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self.log_prob_kind is None:
+            raise NotImplementedError(self.no_density or self._no_density_message())
+        if self._validate_args:
+            self._validate_sample(value)
+        return self.density(value, self.context)
+
+
+def _spec(value: Any) -> Any:
+    """A constructor argument as it is recorded: a nested model becomes its own config."""
+    if isinstance(value, Xform):
+        return {"family": type(value).__name__, "kwargs": value.config}
+    return value
+
+
+def as_xform(spec: Any, *, name: str) -> Xform | None:
+    """A model from a constructor argument: ``None``, an :class:`Xform` or a recorded config
+    ``{"family": ..., "kwargs": ...}`` (how a nested model comes back from a checkpoint)."""
+    if spec is None or isinstance(spec, Xform):
+        return spec
+    if isinstance(spec, dict) and set(spec) == {"family", "kwargs"}:
+        from .checkpoint import build
+
+        return build(spec)
+    raise ValueError(f"{name} must be a pyro_xform model (an Xform) or None, got {type(spec).__name__}")
+
+
 def _record_config(init):
     """Wrap ``__init__`` so an instance remembers the arguments it was built with."""
 
@@ -206,8 +324,7 @@ def _record_config(init):
         if outermost:
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
-            arguments = dict(bound.arguments)
-            arguments.pop("self")
+            arguments = {k: _spec(v) for k, v in bound.arguments.items() if k != "self"}
             object.__setattr__(self, "config", arguments)
         init(self, *args, **kwargs)
 

@@ -301,14 +301,18 @@ class Adversarial(Objective):
         self.kind, self.r1, self.gp, self.d_steps = loss, r1, gp, d_steps
 
     def compatible(self, model: Xform) -> bool:
-        return isinstance(getattr(model, "discriminator", None), torch.nn.Module)
+        return isinstance(getattr(model, "discriminator", None), torch.nn.Module) and callable(
+            getattr(model, "discriminate", None)
+        )
 
     def parameter_groups(self, model):
-        return [list(model.generator.parameters()), list(model.discriminator.parameters())]
+        critic = list(model.discriminator.parameters())
+        ids = {id(p) for p in critic}
+        return [[p for p in model.parameters() if id(p) not in ids], critic]
 
     def _gradient_norm2(self, model, x, context) -> tuple[Tensor, Tensor]:
         x = x.detach().requires_grad_(True)
-        score = model.discriminator(x, context)
+        score = model.discriminate(x, context)
         (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True)
         return score, grad.pow(2).sum(-1)
 
@@ -318,16 +322,16 @@ class Adversarial(Objective):
                 real_score, norm2 = self._gradient_norm2(model, real, context)
                 penalty = 0.5 * self.r1 * norm2
             else:
-                real_score, penalty = model.discriminator(real, context), 0.0
-            fake_score = model.discriminator(fake, context)
+                real_score, penalty = model.discriminate(real, context), 0.0
+            fake_score = model.discriminate(fake, context)
             return (F.softplus(-real_score) + F.softplus(fake_score) + penalty).sum()
         eps = torch.rand((*real.shape[:-1], 1), dtype=real.dtype, device=real.device)
         _, norm2 = self._gradient_norm2(model, eps * real + (1 - eps) * fake, context)
         penalty = self.gp * (norm2.clamp_min(1e-12).sqrt() - 1).pow(2)
-        return (model.discriminator(fake, context) - model.discriminator(real, context) + penalty).sum()
+        return (model.discriminate(fake, context) - model.discriminate(real, context) + penalty).sum()
 
     def generator_loss(self, model, fake, context) -> Tensor:
-        score = model.discriminator(fake, context)
+        score = model.discriminate(fake, context)
         return (F.softplus(-score) if self.kind == "nonsaturating" else -score).sum()
 
     def loss(self, model, batch, context):

@@ -4,6 +4,7 @@ from .autoregressive import AffineAutoregressive, Autoregressive, SplineAutoregr
 from .base import Bijector, Chain, ConditionedBijector
 from .coupling import AffineCoupling, Coupling, SplineCoupling
 from .elementwise import Affine, RQSpline
+from .generator import Generator, GeneratorTransform
 from .linear import LULinear, Permutation
 from .normalization import ActNorm, Standardize
 from .ode import FIXED_STEP_SOLVERS, ODETransform
@@ -19,6 +20,8 @@ __all__ = [
     "Chain",
     "ConditionedBijector",
     "Coupling",
+    "Generator",
+    "GeneratorTransform",
     "LULinear",
     "ODETransform",
     "Permutation",

@@ -1,0 +1,126 @@
+"""The generative adversarial network: a deterministic generator of base noise, an implicit
+distribution with no density."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..core import GeneratedDistribution, Xform, is_count
+from ..nn import MLP
+from ..transforms import Generator
+
+__all__ = ["GAN"]
+
+IMPLICIT = (
+    "a GAN is an implicit model: x = G(z) has no tractable density (log_prob_kind is None). "
+    "Compare it by samples (pyro_xform.metrics.sliced_wasserstein), or do inference over its "
+    "base variable z with x = G(z) as a deterministic site"
+)
+
+
+class GAN(Xform):
+    """A generative adversarial network: :math:`x = \\mu + \\sigma \\odot G_\\theta(z; c)`,
+    :math:`z \\sim \\mathcal N(0, I_{\\text{latent}})`, trained against a discriminator
+    :math:`D_\\psi(x; c)` by the objective ``"adversarial"``
+    (:class:`~pyro_xform.objectives.Adversarial`: non-saturating loss with R1 penalty, or
+    WGAN-GP). :math:`\\mu, \\sigma` are the data's mean and standard deviation, set once on
+    the first batch, so both networks work on standardized data.
+
+    Calling the model gives a :class:`~pyro_xform.GeneratedDistribution` with
+    ``log_prob_kind is None``: ``sample``/``rsample`` work (reparameterized in the generator's
+    parameters), ``log_prob`` raises ``NotImplementedError`` saying what to use instead.
+
+    Args:
+        features: data size.
+        context: conditioning size (both networks see the context).
+        latent: size of the base noise :math:`z`.
+        hidden: generator hidden sizes.
+        discriminator_hidden: discriminator hidden sizes (default ``hidden``).
+        activation: activation name.
+
+    Examples:
+        >>> import torch, pyro_xform
+        >>> gan = pyro_xform.GAN(features=2, latent=2, hidden=(16,))
+        >>> data = pyro_xform.datasets.toy("moons", n=256)
+        >>> result = pyro_xform.fit(gan, data, steps=5, progress=False)
+        >>> gan().sample((3,)).shape
+        torch.Size([3, 2])
+
+    References:
+        Generative adversarial nets (Goodfellow et al., 2014, arXiv:1406.2661).
+        Which training methods for GANs do actually converge? (Mescheder, Geiger, Nowozin,
+        2018, arXiv:1801.04406).
+    """
+
+    log_prob_kind = None
+    default_objective = "adversarial"
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        *,
+        latent: int = 8,
+        hidden: Sequence[int] = (256, 256),
+        discriminator_hidden: Sequence[int] | None = None,
+        activation: str = "silu",
+    ) -> None:
+        super().__init__(features, context)
+        if not is_count(latent):
+            raise ValueError(f"latent must be a positive int, got {latent!r}")
+        self.latent = latent
+        self.generator = MLP(latent, features, tuple(hidden), context, activation, zero_last=False)
+        hidden_d = tuple(hidden if discriminator_hidden is None else discriminator_hidden)
+        self.critic = MLP(features, 1, hidden_d, context, activation, zero_last=False)
+        self.register_buffer("latent_loc", torch.zeros(latent))
+        self.register_buffer("latent_scale", torch.ones(latent))
+        self.register_buffer("data_loc", torch.zeros(features))
+        self.register_buffer("data_scale", torch.ones(features))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @property
+    def discriminator(self) -> nn.Module:
+        """The discriminator's parameters (:meth:`discriminate` applies it)."""
+        return self.critic
+
+    def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
+        if bool(self.initialized) or data.shape[0] < 2:
+            return
+        with torch.no_grad():
+            self.data_loc.copy_(data.mean(0))
+            self.data_scale.copy_(data.std(0).clamp_min(1e-6))
+            self.initialized.fill_(True)
+
+    def transform_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """:math:`x = \\mu + \\sigma \\odot G(z; c)`."""
+        return self.data_loc + self.data_scale * self.generator(z, context)
+
+    def discriminate(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """The discriminator's score :math:`D(x; c)`, shape ``x.shape[:-1]``."""
+        return self.critic((x - self.data_loc) / self.data_scale, context).squeeze(-1)
+
+    def generate(self, n: int, context: Tensor | None = None) -> Tensor:
+        """``n`` reparameterized draws (one per context row when a context is given)."""
+        batch = (n,) if context is None else context.shape[:-1]
+        z = torch.randn(*batch, self.latent, dtype=self.latent_loc.dtype, device=self.latent_loc.device)
+        return self.transform_value(z, context)
+
+    def forward(self, context: Tensor | None = None) -> GeneratedDistribution:
+        import pyro.distributions as pdist
+
+        context = self.check_context(context)
+        batch_shape = () if context is None else context.shape[:-1]
+        base = pdist.Normal(self.latent_loc, self.latent_scale).to_event(1).expand(torch.Size(batch_shape))
+        return GeneratedDistribution(
+            base,
+            Generator(self.transform_value, self.latent, self.features),
+            context,
+            log_prob_kind=None,
+            no_density=IMPLICIT,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, latent={self.latent}"

@@ -1,0 +1,333 @@
+"""The variational autoencoder as a Pyro model/guide pair, with pluggable prior and
+posterior, and its marginal as a distribution with an importance-weighted density."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as pdist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from torch import Tensor, nn
+from torch.distributions import constraints
+
+from ..core import GeneratedDistribution, Xform, XformDistribution, as_xform, is_count
+from ..nn import MLP
+from ..transforms import Generator
+from .flows import IAF
+
+__all__ = ["LIKELIHOODS", "VAE"]
+
+#: Observation models p(x | z) by name.
+LIKELIHOODS = ("normal", "bernoulli", "continuous_bernoulli")
+_SUPPORTS = {
+    "normal": constraints.real,
+    "bernoulli": constraints.boolean,
+    "continuous_bernoulli": constraints.unit_interval,
+}
+# Size of the encoder's conditioning vector h for a flow posterior q(z | x) = T(. ; h).
+_POSTERIOR_CONTEXT = 32
+
+
+def _kl_weighted(weight: float):
+    """Weight the latent site: scale by ``weight``, or drop it from the objective at 0."""
+    if weight == 1.0:
+        return contextlib.nullcontext()
+    if weight == 0.0:
+        return poutine.mask(mask=False)
+    return poutine.scale(scale=weight)
+
+
+class VAE(Xform):
+    """A variational autoencoder: :math:`z \\sim p(z)`, :math:`x \\sim p_\\theta(x \\mid z, c)`,
+    with an amortized posterior :math:`q_\\phi(z \\mid x, c)`, as a Pyro ``model``/``guide``
+    pair trained by the ELBO (objective ``"elbo"``):
+
+    .. math:: \\log p(x) \\ge \\mathcal L(x) = \\mathbb E_{q(z \\mid x)}\\big[\\log p(x \\mid z)
+        + \\log p(z) - \\log q(z \\mid x)\\big].
+
+    Calling the model gives its marginal :math:`p(x \\mid c)` as a
+    :class:`~pyro_xform.GeneratedDistribution`: ``sample`` decodes prior draws (with the
+    observation noise), ``log_prob`` is the importance-weighted estimate with :math:`K`
+    posterior samples (``log_prob_kind == "estimate"``; a lower bound in expectation that
+    tightens as :math:`K` grows),
+
+    .. math:: \\log p(x) \\approx \\log \\frac1K \\sum_{k=1}^K
+        \\frac{p(x \\mid z_k)\\, p(z_k)}{q(z_k \\mid x)}, \\qquad z_k \\sim q(z \\mid x).
+
+    The prior is a standard normal or **any** exact :class:`~pyro_xform.Xform` on the latent
+    space (a flow; a :class:`~pyro_xform.FlowMatching` or :class:`~pyro_xform.Diffusion`
+    model, i.e. latent diffusion), trained jointly by the ELBO or afterwards on the codes by
+    :meth:`fit_prior`. The posterior is a diagonal normal, or that normal followed by a flow
+    conditioned on an encoder output :math:`h(x, c)`: ``"iaf"`` (inverse autoregressive flow)
+    or any exact family whose ``context`` equals the size of :math:`h` (32).
+
+    Args:
+        features: data size.
+        context: conditioning size.
+        latent: latent size.
+        hidden: hidden sizes of the encoder (the decoder mirrors them).
+        activation: activation name.
+        likelihood: ``"normal"``, ``"bernoulli"`` (binary data) or ``"continuous_bernoulli"``
+            (data in :math:`[0, 1]`).
+        scale: the normal likelihood's standard deviation: a number (fixed) or ``None``
+            (learned, one per feature).
+        prior: ``None`` (standard normal) or an exact model with ``features == latent`` and
+            ``context`` either 0 or the VAE's.
+        posterior: ``"normal"``, ``"iaf"`` or an exact model over the latent with
+            ``context == 32``.
+        particles: :math:`K` of ``log_prob``.
+        name: the prefix of the parameters in Pyro's param store (``pyro.module``).
+
+    Examples:
+        >>> import torch, pyro_xform
+        >>> vae = pyro_xform.VAE(features=4, latent=2, hidden=(16,))
+        >>> x = torch.randn(8, 4)
+        >>> vae.elbo(x).shape, vae().log_prob(x).shape, vae().log_prob_kind
+        (torch.Size([8]), torch.Size([8]), 'estimate')
+        >>> result = pyro_xform.fit(vae, x, steps=3, progress=False)
+        >>> result.objective
+        'elbo'
+
+    References:
+        Auto-encoding variational Bayes (Kingma, Welling, 2013, arXiv:1312.6114).
+        Importance weighted autoencoders (Burda, Grosse, Salakhutdinov, 2015, arXiv:1509.00519).
+        Improved variational inference with inverse autoregressive flow (Kingma et al., 2016,
+        arXiv:1606.04934). Variational lossy autoencoder (Chen et al., 2016, arXiv:1611.02731).
+        The continuous Bernoulli (Loaiza-Ganem, Cunningham, 2019, arXiv:1907.06845).
+        High-resolution image synthesis with latent diffusion models (Rombach et al., 2021,
+        arXiv:2112.10752).
+    """
+
+    log_prob_kind = "estimate"
+    default_objective = "elbo"
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        *,
+        latent: int = 8,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        likelihood: str = "normal",
+        scale: float | None = None,
+        prior: Xform | dict | None = None,
+        posterior: str | Xform | dict = "normal",
+        particles: int = 100,
+        name: str = "vae",
+    ) -> None:
+        super().__init__(features, context)
+        if not is_count(latent):
+            raise ValueError(f"latent must be a positive int, got {latent!r}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number or None (learned), got {scale!r}")
+        if scale is not None and likelihood != "normal":
+            raise ValueError(f"scale belongs to the normal likelihood, not {likelihood!r}")
+        if not is_count(particles):
+            raise ValueError(f"particles must be a positive int, got {particles!r}")
+        self.latent, self.likelihood, self.particles, self.name = latent, likelihood, particles, name
+        hidden = tuple(hidden)
+
+        if isinstance(posterior, str):
+            if posterior not in ("normal", "iaf"):
+                raise ValueError(f"posterior must be 'normal', 'iaf' or an Xform, got {posterior!r}")
+            flow = (
+                IAF(latent, _POSTERIOR_CONTEXT, transforms=2, hidden=(hidden[-1],))
+                if posterior == "iaf"
+                else None
+            )
+        else:
+            flow = self._check_latent_model(
+                as_xform(posterior, name="posterior"), "posterior", (_POSTERIOR_CONTEXT,)
+            )
+        self.posterior_flow = flow
+        h = _POSTERIOR_CONTEXT if flow is not None else 0
+        self.encoder = MLP(features, 2 * latent + h, hidden, context, activation, zero_last=False)
+        self.decoder = MLP(latent, features, hidden[::-1], context, activation, zero_last=False)
+        if likelihood == "normal" and scale is None:
+            self.log_scale = nn.Parameter(torch.zeros(features))
+        else:
+            self.register_buffer("log_scale", torch.full((features,), math.log(scale or 1.0)))
+        self.register_buffer("latent_loc", torch.zeros(latent))
+        self.register_buffer("latent_scale", torch.ones(latent))
+        self.prior = self._check_latent_model(as_xform(prior, name="prior"), "prior", (0, context))
+
+    def _check_latent_model(self, model: Xform | None, what: str, contexts: tuple[int, ...]) -> Xform | None:
+        if model is None:
+            return None
+        if model.features != self.latent:
+            raise ValueError(f"the {what} has features={model.features}; it must equal latent={self.latent}")
+        if model.context_features not in contexts:
+            raise ValueError(f"the {what} has context={model.context_features}; it must be one of {contexts}")
+        if model.log_prob_kind != "exact":
+            raise ValueError(f"the {what} needs an exact density; {type(model).__name__} has none")
+        if what == "posterior" and not hasattr(model, "transform"):
+            raise ValueError(f"the posterior must be a transform of a base ({type(model).__name__} is not)")
+        return model
+
+    # -- the pieces ----------------------------------------------------------------------
+    @property
+    def analytic_kl(self) -> bool:
+        """Whether the KL term is analytic (normal prior and normal posterior)."""
+        return self.prior is None and self.posterior_flow is None
+
+    def prior_distribution(
+        self, context: Tensor | None = None, batch_shape=()
+    ) -> torch.distributions.Distribution:
+        """:math:`p(z \\mid c)` with batch shape ``batch_shape``."""
+        batch_shape = torch.Size(batch_shape)
+        if self.prior is None:
+            return pdist.Normal(self.latent_loc, self.latent_scale).to_event(1).expand(batch_shape)
+        d = self.prior(context if self.prior.context_features else None)
+        return d if d.batch_shape == batch_shape else d.expand(batch_shape)
+
+    def posterior(self, x: Tensor, context: Tensor | None = None) -> torch.distributions.Distribution:
+        """The amortized posterior :math:`q(z \\mid x, c)`, batch shape ``x.shape[:-1]``."""
+        out = self.encoder(x, context)
+        loc, raw = out[..., : self.latent], out[..., self.latent : 2 * self.latent]
+        base = pdist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1)
+        if self.posterior_flow is None:
+            return base
+        return XformDistribution(base, self.posterior_flow.transform, out[..., 2 * self.latent :])
+
+    def observation(self, params: Tensor) -> torch.distributions.Distribution:
+        """:math:`p(x \\mid z)` from the decoder's output (logits or mean)."""
+        if self.likelihood == "bernoulli":
+            return pdist.Bernoulli(logits=params).to_event(1)
+        if self.likelihood == "continuous_bernoulli":
+            return pdist.ContinuousBernoulli(logits=params.clamp(-30, 30)).to_event(1)
+        return pdist.Normal(params, self.log_scale.exp()).to_event(1)
+
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """The mean of :math:`p(x \\mid z, c)`."""
+        return self.observation(self.decoder(z, context)).mean
+
+    # -- Pyro ----------------------------------------------------------------------------
+    def model(self, x: Tensor, context: Tensor | None = None, *, kl_weight: float = 1.0) -> Tensor:
+        """The generative model, for Pyro: ``z ~ p(z | c)``, ``x ~ p(x | z, c)`` in a plate.
+
+        ``kl_weight`` scales the latent site in both model and guide (β-VAE, KL annealing).
+        """
+        pyro.module(self.name, self)
+        n = x.shape[0]
+        with pyro.plate("data", n):
+            with _kl_weighted(kl_weight):
+                z = pyro.sample("z", self.prior_distribution(context, (n,)))
+            pyro.sample("x", self.observation(self.decoder(z, context)), obs=x)
+        return z
+
+    def guide(self, x: Tensor, context: Tensor | None = None, *, kl_weight: float = 1.0) -> Tensor:
+        """The amortized guide, for Pyro: ``z ~ q(z | x, c)`` in the same plate."""
+        pyro.module(self.name, self)
+        with pyro.plate("data", x.shape[0]):
+            with _kl_weighted(kl_weight):
+                return pyro.sample("z", self.posterior(x, context))
+
+    # -- bounds --------------------------------------------------------------------------
+    def elbo(self, x: Tensor, context: Tensor | None = None, particles: int = 1) -> Tensor:
+        """The ELBO of each row of ``x`` (a Monte Carlo estimate over ``particles`` draws,
+        with the KL term in closed form where it has one)."""
+        q = self.posterior(x, context)
+        prior = self.prior_distribution(context, q.batch_shape)
+        if isinstance(q, XformDistribution):
+            z, log_q = q.rsample_and_log_prob((particles,))
+        else:
+            z = q.rsample((particles,))
+            log_q = q.log_prob(z)
+        log_lik = self.observation(self.decoder(z, context)).log_prob(x)
+        if self.analytic_kl:
+            return log_lik.mean(0) - torch.distributions.kl_divergence(q, prior)
+        return (log_lik + prior.log_prob(z) - log_q).mean(0)
+
+    def iwae(
+        self, x: Tensor, context: Tensor | None = None, particles: int | None = None, chunk: int | None = None
+    ) -> Tensor:
+        """The importance-weighted bound :math:`\\log \\frac1K\\sum_k w_k` of each row of ``x``
+        (:math:`K` = ``particles``, default the model's), computed ``chunk`` particles at a time."""
+        particles = self.particles if particles is None else particles
+        if not is_count(particles):
+            raise ValueError(f"particles must be a positive int, got {particles!r}")
+        q = self.posterior(x, context)
+        prior = self.prior_distribution(context, q.batch_shape)
+        rows = max(1, q.batch_shape.numel())
+        chunk = chunk or max(1, min(particles, 2**20 // (rows * max(self.features, self.latent))))
+        parts = []
+        for start in range(0, particles, chunk):
+            k = min(chunk, particles - start)
+            if isinstance(q, XformDistribution):
+                z, log_q = q.rsample_and_log_prob((k,))
+            else:
+                z = q.rsample((k,))
+                log_q = q.log_prob(z)
+            log_w = self.observation(self.decoder(z, context)).log_prob(x) + prior.log_prob(z) - log_q
+            parts.append(torch.logsumexp(log_w, 0))
+        return torch.logsumexp(torch.stack(parts), 0) - math.log(particles)
+
+    # -- the contract --------------------------------------------------------------------
+    def check_data(self, data: Tensor, *, name: str = "data") -> None:
+        super().check_data(data, name=name)
+        if self.likelihood == "bernoulli" and not ((data == 0) | (data == 1)).all():
+            raise ValueError(f"{name} must be binary (0 or 1) for the Bernoulli likelihood")
+        if self.likelihood == "continuous_bernoulli" and not ((data >= 0) & (data <= 1)).all():
+            raise ValueError(f"{name} must lie in [0, 1] for the continuous Bernoulli likelihood")
+
+    def forward(self, context: Tensor | None = None, particles: int | None = None) -> GeneratedDistribution:
+        context = self.check_context(context)
+        batch_shape = () if context is None else context.shape[:-1]
+        generator = Generator(self.decoder, self.latent, self.features, support=_SUPPORTS[self.likelihood])
+        return GeneratedDistribution(
+            self.prior_distribution(context, batch_shape),
+            generator,
+            context,
+            log_prob_kind="estimate",
+            density=lambda value, ctx: self.iwae(value, ctx, particles),
+            observe=self.observation,
+            reparameterized=self.likelihood == "normal",
+        )
+
+    # -- two-stage priors ----------------------------------------------------------------
+    def set_prior(self, prior: Xform | None) -> None:
+        """Replace the prior (recorded in :attr:`config`, so a saved model keeps it)."""
+        self.prior = self._check_latent_model(
+            as_xform(prior, name="prior"), "prior", (0, self.context_features)
+        )
+        self.config["prior"] = (
+            None if prior is None else {"family": type(prior).__name__, "kwargs": prior.config}
+        )
+
+    @torch.no_grad()
+    def codes(self, data: Tensor, context: Tensor | None = None, per_row: int = 1) -> Tensor:
+        """Draws of the aggregate posterior: ``per_row`` samples of :math:`q(z \\mid x_i, c_i)`
+        for every row, shape ``(per_row * N, latent)``."""
+        self.check_data(data)
+        q = self.posterior(data, self.check_context(context))
+        return q.sample((per_row,)).reshape(-1, self.latent)
+
+    def fit_prior(
+        self, prior: Xform, data: Tensor, context: Tensor | None = None, per_row: int = 1, **fit_kwargs
+    ):
+        """Fit ``prior`` to the aggregate posterior of ``data`` by its own default objective,
+        then use it as the prior (two-stage training, as in latent diffusion). The encoder and
+        decoder are unchanged; the KL-optimal prior is the aggregate posterior, so a good fit
+        tightens the bound. Returns the :class:`~pyro_xform.FitResult`.
+        """
+        from ..fit import fit
+
+        self._check_latent_model(prior, "prior", (0, self.context_features))
+        codes = self.codes(data, context, per_row)
+        code_context = None
+        if prior.context_features:
+            code_context = context.repeat(per_row, 1)
+        result = fit(prior, codes.to(next(prior.parameters()).dtype), context=code_context, **fit_kwargs)
+        self.set_prior(prior)
+        return result
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, latent={self.latent}, likelihood={self.likelihood!r}"
