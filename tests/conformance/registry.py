@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 import pyro_xform as px
 from pyro_xform import transforms as T
 from pyro_xform.nn import TimeMLP
@@ -22,6 +24,20 @@ class Entry:
     exact: bool = True
     conditional: bool = False
     discrete: bool = False
+    # Data in the family's support, (n) -> float64 tensor; None: standard normal.
+    data: Callable[[int], torch.Tensor] | None = None
+
+
+def binary(n: int) -> torch.Tensor:
+    return torch.randint(0, 2, (n, D)).double()
+
+
+def unit(n: int) -> torch.Tensor:
+    return torch.rand(n, D, dtype=torch.float64)
+
+
+def categorical(k: int) -> Callable[[int], torch.Tensor]:
+    return lambda n: torch.randint(0, k, (n, D)).double()
 
 
 H = dict(hidden=(16, 16))
@@ -108,4 +124,75 @@ REGISTRY += [
     ),
     Entry("Diffusion-vp-cond", lambda: px.Diffusion(D, C, **ODE), "family", conditional=True),
     Entry("Diffusion-ve", lambda: px.Diffusion(D, sde="ve", **ODE), "family"),
+]
+
+# Latent-variable and implicit families: not invertible; their density is an estimate, exact
+# by the chain rule, or absent.
+LATENT = dict(latent=2, hidden=(16,))
+REGISTRY += [
+    Entry("VAE", lambda: px.VAE(D, particles=8, **LATENT), "family", invertible=False, exact=False),
+    Entry(
+        "VAE-cond-iaf-flowprior",
+        lambda: px.VAE(D, C, posterior="iaf", prior=px.MAF(2, C, transforms=2, **H), particles=8, **LATENT),
+        "family",
+        invertible=False,
+        exact=False,
+        conditional=True,
+    ),
+    Entry(
+        "VAE-bernoulli-fmprior",
+        lambda: px.VAE(D, likelihood="bernoulli", prior=px.FlowMatching(2, **ODE), particles=4, **LATENT),
+        "family",
+        invertible=False,
+        exact=False,
+        data=binary,
+    ),
+    Entry(
+        "VAE-cb-fixedscale-nsfposterior",
+        lambda: px.VAE(
+            D, likelihood="continuous_bernoulli", posterior=px.NSF(2, 32, transforms=1, bins=4, **H), **LATENT
+        ),
+        "family",
+        invertible=False,
+        exact=False,
+        data=unit,
+    ),
+    Entry(
+        "Autoencoder",
+        lambda: px.Autoencoder(D, density=px.MAF(2, transforms=2, **H), **LATENT),
+        "family",
+        invertible=False,
+        exact=False,
+    ),
+    Entry(
+        "Autoencoder-noise-cond",
+        lambda: px.Autoencoder(
+            D, C, noise=0.5, particles=16, density=px.NSF(2, C, transforms=1, **H), **LATENT
+        ),
+        "family",
+        invertible=False,
+        exact=False,
+        conditional=True,
+    ),
+    Entry("GAN", lambda: px.GAN(D, **LATENT), "family", invertible=False, exact=False),
+    Entry(
+        "GAN-cond", lambda: px.GAN(D, C, **LATENT), "family", invertible=False, exact=False, conditional=True
+    ),
+    Entry(
+        "DiscreteAutoregressive",
+        lambda: px.DiscreteAutoregressive(D, hidden=(16,)),
+        "family",
+        invertible=False,
+        discrete=True,
+        data=binary,
+    ),
+    Entry(
+        "DiscreteAutoregressive-cond-4",
+        lambda: px.DiscreteAutoregressive(D, C, categories=4, hidden=(16,)),
+        "family",
+        invertible=False,
+        discrete=True,
+        conditional=True,
+        data=categorical(4),
+    ),
 ]

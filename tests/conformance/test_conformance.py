@@ -9,6 +9,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 import pyro_xform as px
+from pyro_xform.checkpoint import config_of
 
 from .registry import REGISTRY, C, D
 
@@ -83,6 +84,17 @@ def test_transform_uses_context(entry):
 
 
 # ----------------------------------------------------------------------------- families
+INVERTIBLE = [e for e in FAMILIES if e.invertible]
+WITH_DENSITY = [e for e in FAMILIES if e.factory().log_prob_kind is not None]
+CONTINUOUS_DENSITY = [e for e in WITH_DENSITY if not e.discrete]
+
+
+def data_for(entry, model, n):
+    if entry.data is not None:
+        return entry.data(n)
+    return torch.randn(n, model.features, dtype=torch.float64)
+
+
 @pytest.mark.parametrize("entry", FAMILIES, ids=ids(FAMILIES))
 def test_family_shapes(entry):
     m = build(entry)
@@ -90,16 +102,21 @@ def test_family_shapes(entry):
     for batch in [(4,), (2, 3)] if entry.conditional else [()]:
         dist = m(context_for(entry, batch))
         assert dist.batch_shape == batch and dist.event_shape == (d_,)
+        assert dist.log_prob_kind == m.log_prob_kind and (dist.log_prob_kind == "exact") == entry.exact
         x = dist.sample((5,))
         assert x.shape == (5, *batch, d_)
+        assert dist.support.check(x).all()
+        assert dist.expand((7, *batch)).sample().shape == (7, *batch, d_)
+        if dist.log_prob_kind is None:
+            with pytest.raises(NotImplementedError, match="log_prob_kind is None"):
+                dist.log_prob(x)
+            continue
         assert dist.log_prob(x).shape == (5, *batch)
         x1, lp1 = dist.rsample_and_log_prob()
         assert x1.shape == (*batch, d_) and lp1.shape == batch
-        assert dist.expand((7, *batch)).sample().shape == (7, *batch, d_)
-    assert m().log_prob_kind == "exact" if not entry.conditional else m(context_for(entry)).log_prob_kind
 
 
-@pytest.mark.parametrize("entry", FAMILIES, ids=ids(FAMILIES))
+@pytest.mark.parametrize("entry", INVERTIBLE, ids=ids(INVERTIBLE))
 def test_family_fused_equals_separate_and_round_trip(entry):
     m = build(entry)
     dist = m(context_for(entry))
@@ -112,7 +129,7 @@ def test_family_fused_equals_separate_and_round_trip(entry):
     assert (x2 - x).abs().max() < 1e-5 * (1 + x.abs().max())
 
 
-@pytest.mark.parametrize("entry", FAMILIES, ids=ids(FAMILIES))
+@pytest.mark.parametrize("entry", INVERTIBLE, ids=ids(INVERTIBLE))
 def test_family_logdet_matches_autograd_jacobian(entry):
     m = build(entry)
     ctx = context_for(entry, batch=())
@@ -122,7 +139,7 @@ def test_family_logdet_matches_autograd_jacobian(entry):
     assert abs(float(got.detach() - torch.linalg.slogdet(jac).logabsdet)) < 1e-6
 
 
-@pytest.mark.parametrize("entry", FAMILIES, ids=ids(FAMILIES))
+@pytest.mark.parametrize("entry", INVERTIBLE, ids=ids(INVERTIBLE))
 def test_family_gradients_reach_every_parameter(entry):
     m = build(entry)
     ctx = context_for(entry, batch=(16,))
@@ -134,23 +151,47 @@ def test_family_gradients_reach_every_parameter(entry):
 
 
 @pytest.mark.parametrize("entry", FAMILIES, ids=ids(FAMILIES))
+def test_family_fit_moves_every_parameter(entry):
+    """Two steps of ``fit`` with the family's default objective train every parameter."""
+    m = build(entry)
+    data = data_for(entry, m, 32)
+    ctx = context_for(entry, batch=(32,))
+    before = {k: v.detach().clone() for k, v in m.named_parameters()}
+    result = px.fit(m, data, context=ctx, steps=2, batch_size=16, progress=False, seed=0)
+    assert result.objective == m.default_objective and len(result.losses) == 2
+    for name, p in m.named_parameters():
+        assert torch.isfinite(p).all(), name
+        assert not torch.equal(p, before[name]), f"{name} did not move"
+
+
+@pytest.mark.parametrize("entry", FAMILIES, ids=ids(FAMILIES))
 def test_family_save_load(entry, tmp_path):
     m = build(entry)
     path = tmp_path / "model.pt"
     px.save(m, path)
     again = px.load(path)
     assert type(again) is type(m)
+    assert config_of(again) == config_of(m)
     ctx = context_for(entry)
-    x = torch.randn(4, m.features, dtype=torch.float64)
-    assert torch.equal(again(ctx).log_prob(x), m(ctx).log_prob(x))
+    for model in (m, again):  # the same draws from the same seed
+        torch.manual_seed(3)
+        model.draws = model(ctx).sample((4,))
+    assert torch.equal(again.draws, m.draws)
+    if m.log_prob_kind is not None:
+        x = data_for(entry, m, 4)
+        values = []
+        for model in (m, again):
+            torch.manual_seed(4)
+            values.append(model(ctx).log_prob(x))
+        assert torch.equal(*values)
     assert torch.load(path, weights_only=True)["format"] == "pyro_xform/1"
 
 
-@pytest.mark.parametrize("entry", FAMILIES, ids=ids(FAMILIES))
+@pytest.mark.parametrize("entry", WITH_DENSITY, ids=ids(WITH_DENSITY))
 def test_family_one_svi_step(entry):
     m = build(entry)
     ctx = context_for(entry, batch=(8,))
-    data = torch.randn(8, m.features, dtype=torch.float64)
+    data = data_for(entry, m, 8)
 
     def model(data, ctx):
         pyro.module("xform", m)
@@ -160,6 +201,8 @@ def test_family_one_svi_step(entry):
     svi = SVI(model, lambda data, ctx: None, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
     loss = svi.step(data, ctx)
     assert torch.isfinite(torch.tensor(loss))
+    if m(ctx).support.is_discrete:
+        return
 
     def prior_model(ctx):  # the family as a latent site under an autoguide, in a plate
         with pyro.plate("batch", 8):
@@ -176,6 +219,10 @@ def test_family_validate_args_respected(entry):
     m = build(entry)
     bad = torch.full((m.features,), float("nan"), dtype=torch.float64)
     ctx = context_for(entry, batch=())
+    if m.log_prob_kind is None:
+        with pytest.raises(NotImplementedError, match=r"(?i)sample"):
+            m(ctx).log_prob(bad)
+        return
     with pyro.validation_enabled(True):
         with pytest.raises(ValueError):
             m(ctx).log_prob(bad)
@@ -183,3 +230,14 @@ def test_family_validate_args_respected(entry):
             m(ctx).log_prob(torch.zeros(m.features + 1, dtype=torch.float64))
     with pyro.validation_enabled(False):
         assert torch.isnan(m(ctx).log_prob(bad)).all()
+
+
+@pytest.mark.parametrize("entry", FAMILIES, ids=ids(FAMILIES))
+def test_family_fit_refuses_bad_data_before_any_change(entry):
+    m = build(entry)
+    data = data_for(entry, m, 8)
+    data[3, -1] = float("nan")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(ValueError, match="NaN"):
+        px.fit(m, data, context=context_for(entry, batch=(8,)), steps=1, progress=False)
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
