@@ -16,6 +16,21 @@ def test_demo_smoke(tmp_path, capsys, monkeypatch):
     assert out.exists() and out.stat().st_size > 1000
 
 
+def test_demo_latent_implicit_and_discrete_families(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CI", "1")
+    out = tmp_path / "demo.png"
+    families = ["VAE", "Autoencoder", "GAN", "DiscreteAutoregressive"]
+    assert main(["demo", "--steps", "3", "--quiet", "--out", str(out), "--families", *families]) == 0
+    text = capsys.readouterr().out
+    table = {
+        line.split()[0]: line.split()
+        for line in text.splitlines()
+        if line.split()[:1] in [[f] for f in families]
+    }
+    assert table["VAE"][1] == "estimate" and table["GAN"][1] == "None" and table["GAN"][2] == "n/a"
+    assert table["DiscreteAutoregressive"][1] == "exact" and float(table["DiscreteAutoregressive"][2]) > 0
+
+
 def test_fit_sample_evaluate(tmp_path, capsys):
     model = tmp_path / "m.pt"
     assert (
