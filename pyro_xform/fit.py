@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyro
@@ -99,6 +100,7 @@ def fit(
     eval_every: int | None = None,
     weight_decay: float = 0.0,
     clip_grad: float | None = None,
+    augment: Callable[[Tensor], Tensor] | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     progress: bool = True,
@@ -132,6 +134,9 @@ def fit(
         eval_every: steps between validation measurements (default ``steps // 20``, at most 100).
         weight_decay: Adam weight decay.
         clip_grad: clip the gradient norm to this value.
+        augment: a function applied to every training minibatch (not to validation data),
+            e.g. :class:`pyro_xform.datasets.Dequantize` for fresh dequantization noise. Its
+            output must keep the batch's shape and dtype and be finite.
         checkpoint: path of a checkpoint file; written atomically every ``checkpoint_every``
             steps and at the end. If it exists, training resumes from it and continues the
             same run bit for bit.
@@ -167,6 +172,8 @@ def fit(
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if augment is not None and not callable(augment):
+        raise ValueError(f"augment must be a function of a batch, got {type(augment).__name__}")
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
 
@@ -254,6 +261,8 @@ def fit(
                 idx = state["perm"][state["pos"] : state["pos"] + batch_size]
                 state["pos"] += batch_size
                 batch = data[idx]
+                if augment is not None:
+                    batch = _augmented(model, augment, batch)
                 batch_context = None if context is None else context[idx]
 
                 if schedule == "cosine":  # a function of the step alone, so a resume needs no state
@@ -300,6 +309,14 @@ def fit(
         stopped_early=state["stopped"],
         seconds=time.perf_counter() - started,
     )
+
+
+def _augmented(model: Xform, augment: Callable[[Tensor], Tensor], batch: Tensor) -> Tensor:
+    out = augment(batch)
+    if not isinstance(out, Tensor) or out.shape != batch.shape or out.dtype != batch.dtype:
+        raise ValueError("augment must return a tensor of the batch's shape and dtype")
+    model.check_data(out, name="an augmented batch")  # finite, and in the model's support
+    return out
 
 
 def _adam(params: list[Tensor], lr: float, weight_decay: float, options: dict) -> torch.optim.Adam:

@@ -242,3 +242,26 @@ def test_cosine_schedule_decays_the_learning_rate_and_resumes_exactly(tmp_path):
     constant.load_state_dict(init)
     flat = px.fit(constant, data, steps=10, batch_size=50, lr=1e-2, progress=False, seed=1)
     assert flat.losses[0] == full.losses[0] and flat.losses[-1] != full.losses[-1]
+
+
+def test_augment_is_applied_to_training_batches_only_and_checked():
+    data = px.datasets.digits().train[:200]
+    seen = []
+
+    def augment(batch):
+        seen.append(batch.shape[0])
+        return px.datasets.Dequantize(17)(batch)
+
+    flow = px.MAF(64, transforms=1, hidden=(8,))
+    result = px.fit(
+        flow, data, steps=3, batch_size=50, validation=0.2, eval_every=3, augment=augment, progress=False
+    )
+    assert seen == [50, 50, 50] and len(result.val_losses) == 1
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    with pytest.raises(ValueError, match="augmented batch has NaN"):
+        px.fit(flow, data, steps=3, augment=lambda b: b * float("nan"), progress=False)
+    with pytest.raises(ValueError, match="shape and dtype"):
+        px.fit(flow, data, steps=3, augment=lambda b: b.double(), progress=False)
+    with pytest.raises(ValueError, match="augment must be a function"):
+        px.fit(flow, data, steps=3, augment=17, progress=False)
+    assert all(torch.equal(v, flow.state_dict()[k]) for k, v in before.items())

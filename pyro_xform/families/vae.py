@@ -74,8 +74,9 @@ class VAE(Xform):
         activation: activation name.
         likelihood: ``"normal"``, ``"bernoulli"`` (binary data) or ``"continuous_bernoulli"``
             (data in :math:`[0, 1]`).
-        scale: the normal likelihood's standard deviation: a number (fixed) or ``None``
-            (learned, one per feature).
+        scale: the normal likelihood's standard deviation: ``"decoder"`` (an output of the
+            decoder, so it depends on :math:`z`), ``"learned"`` (one parameter per feature) or
+            a number (fixed).
         prior: ``None`` (standard normal) or an exact model with ``features == latent`` and
             ``context`` either 0 or the VAE's.
         posterior: ``"normal"``, ``"iaf"`` or an exact model over the latent with
@@ -115,7 +116,7 @@ class VAE(Xform):
         hidden: Sequence[int] = (256, 256),
         activation: str = "relu",
         likelihood: str = "normal",
-        scale: float | None = None,
+        scale: str | float = "decoder",
         prior: Xform | dict | None = None,
         posterior: str | Xform | dict = "normal",
         particles: int = 100,
@@ -126,9 +127,10 @@ class VAE(Xform):
             raise ValueError(f"latent must be a positive int, got {latent!r}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-        if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive number or None (learned), got {scale!r}")
-        if scale is not None and likelihood != "normal":
+        fixed = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+        if not (scale in ("decoder", "learned") or (fixed and math.isfinite(scale) and scale > 0)):
+            raise ValueError(f"scale must be 'decoder', 'learned' or a positive number, got {scale!r}")
+        if scale != "decoder" and likelihood != "normal":
             raise ValueError(f"scale belongs to the normal likelihood, not {likelihood!r}")
         if not is_count(particles):
             raise ValueError(f"particles must be a positive int, got {particles!r}")
@@ -150,11 +152,13 @@ class VAE(Xform):
         self.posterior_flow = flow
         h = _POSTERIOR_CONTEXT if flow is not None else 0
         self.encoder = MLP(features, 2 * latent + h, hidden, context, activation, zero_last=False)
-        self.decoder = MLP(latent, features, hidden[::-1], context, activation, zero_last=False)
-        if likelihood == "normal" and scale is None:
+        self.heteroscedastic = likelihood == "normal" and scale == "decoder"
+        outputs = 2 * features if self.heteroscedastic else features
+        self.decoder = MLP(latent, outputs, hidden[::-1], context, activation, zero_last=False)
+        if scale == "learned":
             self.log_scale = nn.Parameter(torch.zeros(features))
         else:
-            self.register_buffer("log_scale", torch.full((features,), math.log(scale or 1.0)))
+            self.register_buffer("log_scale", torch.full((features,), math.log(scale if fixed else 1.0)))
         self.register_buffer("latent_loc", torch.zeros(latent))
         self.register_buffer("latent_scale", torch.ones(latent))
         self.prior = self._check_latent_model(as_xform(prior, name="prior"), "prior", (0, context))
@@ -198,11 +202,14 @@ class VAE(Xform):
         return XformDistribution(base, self.posterior_flow.transform, out[..., 2 * self.latent :])
 
     def observation(self, params: Tensor) -> torch.distributions.Distribution:
-        """:math:`p(x \\mid z)` from the decoder's output (logits or mean)."""
+        """:math:`p(x \\mid z)` from the decoder's output (logits, or mean and scale)."""
         if self.likelihood == "bernoulli":
             return pdist.Bernoulli(logits=params).to_event(1)
         if self.likelihood == "continuous_bernoulli":
             return pdist.ContinuousBernoulli(logits=params.clamp(-30, 30)).to_event(1)
+        if self.heteroscedastic:
+            loc, raw = params[..., : self.features], params[..., self.features :]
+            return pdist.Normal(loc, F.softplus(raw) + 1e-3).to_event(1)
         return pdist.Normal(params, self.log_scale.exp()).to_event(1)
 
     def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:

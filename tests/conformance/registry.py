@@ -133,7 +133,15 @@ REGISTRY += [
     Entry("VAE", lambda: px.VAE(D, particles=8, **LATENT), "family", invertible=False, exact=False),
     Entry(
         "VAE-cond-iaf-flowprior",
-        lambda: px.VAE(D, C, posterior="iaf", prior=px.MAF(2, C, transforms=2, **H), particles=8, **LATENT),
+        lambda: px.VAE(
+            D,
+            C,
+            posterior="iaf",
+            prior=px.MAF(2, C, transforms=2, **H),
+            scale="learned",
+            particles=8,
+            **LATENT,
+        ),
         "family",
         invertible=False,
         exact=False,
@@ -148,7 +156,7 @@ REGISTRY += [
         data=binary,
     ),
     Entry(
-        "VAE-cb-fixedscale-nsfposterior",
+        "VAE-cb-nsfposterior",
         lambda: px.VAE(
             D, likelihood="continuous_bernoulli", posterior=px.NSF(2, 32, transforms=1, bins=4, **H), **LATENT
         ),
