@@ -214,7 +214,16 @@ def main() -> None:
         torch.manual_seed(0)
         gan = px.GAN(D, latent=16, hidden=(256, 256))
         start = time.perf_counter()
-        px.fit(gan, x_train, steps=steps(5000), lr=2e-4, batch_size=128, augment=DEQUANTIZE, progress=False, seed=0)
+        px.fit(
+            gan,
+            x_train,
+            steps=steps(5000),
+            lr=2e-4,
+            batch_size=128,
+            augment=DEQUANTIZE,
+            progress=False,
+            seed=0,
+        )
         sec = time.perf_counter() - start
         torch.manual_seed(1)
         with torch.no_grad():

@@ -259,7 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    code = args.func(args)
+    try:
+        code = args.func(args)
+    except (ValueError, FloatingPointError) as error:  # bad input or a diverged fit: a message, no traceback
+        raise SystemExit(f"error: {error}") from None
     if args.command == "demo":
         print(f"done in {time.perf_counter() - started:.0f} s")
     return code

@@ -65,3 +65,27 @@ def test_fit_sample_evaluate(tmp_path, capsys):
 def test_python_m_entry_point():
     run = subprocess.run([sys.executable, "-m", "pyro_xform", "--help"], capture_output=True, text=True)
     assert run.returncode == 0 and "demo" in run.stdout
+
+
+def test_bad_data_is_an_error_message_not_a_traceback(tmp_path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyro_xform",
+            "fit",
+            "--family",
+            "DiscreteAutoregressive",
+            "--data",
+            "moons",
+            "--steps",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode != 0 and "error: data must hold integers" in run.stderr
+    assert "Traceback" not in run.stderr

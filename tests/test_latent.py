@@ -247,3 +247,17 @@ def test_discrete_autoregressive_in_pyro_and_fit():
         px.fit(model, data + 0.5, steps=1, progress=False)
     with pyro.validation_enabled(True), pytest.raises(ValueError):
         model().log_prob(torch.full((64,), 2.0))
+
+
+@pytest.mark.parametrize("family", ["GAN", "Autoencoder", "VAE", "DiscreteAutoregressive"])
+def test_every_new_family_is_a_pyro_sample_site_under_predictive(family):
+    kwargs = {} if family == "DiscreteAutoregressive" else {"latent": 2}
+    m = getattr(px, family)(3, hidden=(8,), **kwargs)
+
+    def model():
+        with pyro.plate("rows", 4):
+            x = pyro.sample("x", m())
+            pyro.sample("y", pyro.distributions.Normal(x.sum(-1), 1.0))
+
+    draws = pyro.infer.Predictive(model, num_samples=5)()
+    assert draws["x"].shape == (5, 4, 3) and draws["y"].shape == (5, 4)

@@ -195,7 +195,9 @@ torch.manual_seed(1)
 with torch.no_grad():
     gan_samples = gan().sample((test.shape[0],))
     for name, model in [("VAE, NSF prior", with_flow), ("GAN", gan)]:
-        print(f"{name:16s} sliced W1 to test {sliced_wasserstein(model().sample((test.shape[0],)), test):.4f}")
+        print(
+            f"{name:16s} sliced W1 to test {sliced_wasserstein(model().sample((test.shape[0],)), test):.4f}"
+        )
     print(f"{'train images':16s} sliced W1 to test {sliced_wasserstein(train[: test.shape[0]], test):.4f}")
 show(axes[-1], gan_samples, "GAN")
 fig.tight_layout()
