@@ -377,3 +377,22 @@ def test_adaptive_solver_never_evaluates_the_field_outside_the_interval():
         model().log_prob(x)
     assert torch.isfinite(x).all()
     assert min(times) >= model.eps - 1e-6 and max(times) <= 1.0 + 1e-6
+
+
+def test_diffusion_likelihood_time_sampling_has_the_weighted_density():
+    model = px.Diffusion(2, hidden=(8,), time_sampling="likelihood")
+    s = model.draw_times(200_000, torch.float64)
+    assert s.min() >= model.eps and s.max() <= 1
+    grid = torch.linspace(model.eps, 1.0, 200_001, dtype=torch.float64)
+    weight = model.schedule.g2(grid) / model.schedule.sigma(grid) ** 2
+    cdf = torch.cumulative_trapezoid(weight, grid)
+    for q in (0.01, 0.1, 0.5):
+        expected = float(cdf[torch.searchsorted(grid[1:], torch.tensor(q, dtype=torch.float64))] / cdf[-1])
+        assert abs(float((s <= q).double().mean()) - expected) < 0.005
+    assert float((s <= 0.01).double().mean()) > 0.1  # uniform: 0.009; the weight piles up near the data end
+    ve = px.Diffusion(2, hidden=(8,), sde="ve", time_sampling="likelihood")
+    assert abs(float(ve.draw_times(100_000, torch.float64).mean()) - 0.5) < 0.01  # g²/σ² is constant
+    with pytest.raises(ValueError, match="time_sampling"):
+        px.Diffusion(2, time_sampling="beta")
+    loss = model.dsm_loss(torch.randn(16, 2))
+    assert torch.isfinite(loss)
