@@ -120,6 +120,12 @@ class Autoencoder(Xform):
         batch_shape = torch.Size(batch_shape)
         return d if d.batch_shape == batch_shape else d.expand(batch_shape)
 
+    def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
+        """Data-dependent initialization of the latent density on the first batch's codes."""
+        with torch.no_grad():
+            codes = self.encoder(data, context)
+        self.density.initialize(codes, self._density_context(context))
+
     def reconstruction_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
         """The objective ``"reconstruction"`` summed over the batch (see the class)."""
         z = self.encoder(batch, context)

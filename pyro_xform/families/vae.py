@@ -278,6 +278,14 @@ class VAE(Xform):
         return torch.logsumexp(torch.stack(parts), 0) - math.log(particles)
 
     # -- the contract --------------------------------------------------------------------
+    def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
+        """Data-dependent initialization of a learned prior (ActNorm, standardization) on the
+        first batch's codes."""
+        if self.prior is not None:
+            with torch.no_grad():
+                codes = self.posterior(data, context).sample()
+            self.prior.initialize(codes, context if self.prior.context_features else None)
+
     def check_data(self, data: Tensor, *, name: str = "data") -> None:
         super().check_data(data, name=name)
         if self.likelihood == "bernoulli" and not ((data == 0) | (data == 1)).all():
