@@ -171,7 +171,7 @@ def main() -> None:
     if want("Diffusion"):
         torch.manual_seed(0)
         model = px.Diffusion(D, hidden=(512, 512, 512), rtol=1e-5, atol=1e-5)
-        _, sec = train(model, x_train, steps(16000), 1e-3, batch_size=256, schedule="cosine", validation=None)
+        _, sec = train(model, x_train, steps(8000), 1e-3, batch_size=256, schedule="cosine", validation=None)
         report("Diffusion", nll(model, x_test), sec, "exact", model)
     if want("VAE"):
         torch.manual_seed(0)
@@ -202,7 +202,7 @@ def main() -> None:
     if want("Autoencoder"):
         torch.manual_seed(0)
         ae = px.Autoencoder(D, latent=16, hidden=(512, 256))
-        _, sec = train(ae, x_train, steps(3000), 1e-3, schedule="cosine")
+        _, sec = train(ae, x_train, steps(3000), 1e-3, schedule="cosine", patience=30)
         ae.fit_latent(x_train, steps=steps(2000), lr=1e-3, validation=0.15, progress=False, seed=0)
         torch.manual_seed(1)
         with torch.no_grad():

@@ -177,6 +177,9 @@ class Reconstruction(_Regression):
     name = "reconstruction"
     method = "reconstruction_loss"
 
+    def validation_loss(self, model, batch, context):
+        return model.reconstruction_error(batch, context) / batch.shape[0]
+
 
 class ELBO(Objective):
     """The evidence lower bound of a latent-variable model, through Pyro's SVI machinery:

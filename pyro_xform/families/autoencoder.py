@@ -134,6 +134,11 @@ class Autoencoder(Xform):
         nll = -self.density(self._density_context(context)).log_prob(z.detach())
         return (error + penalty + nll).sum()
 
+    def reconstruction_error(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
+        """:math:`\\sum_i \\|D(E(x_i)) - x_i\\|^2`, the validation figure of ``"reconstruction"``
+        (the latent density is refitted afterwards, so it does not decide early stopping)."""
+        return (self.decoder(self.encoder(batch, context), context) - batch).pow(2).sum()
+
     def fit_latent(self, data: Tensor, context: Tensor | None = None, **fit_kwargs):
         """Refit the latent density to the codes of ``data`` (the second stage) by its default
         objective; returns the :class:`~pyro_xform.FitResult`."""
