@@ -226,7 +226,7 @@ def test_discrete_autoregressive_is_normalized_and_sampled_by_inverse_cdf(catego
     freq = torch.bincount(index, minlength=categories**3).double() / 20000
     assert (freq - probs).abs().max() < 4 * math.sqrt(0.25 / 20000) + 1e-3
     # The inverse CDF: u in the first category's share of position 0 gives x_0 = 0.
-    p0 = torch.softmax(model.logits(torch.zeros(3, dtype=torch.float64), c)[0], -1)[0]
+    p0 = torch.softmax(model.logits(torch.zeros(3, dtype=torch.float64), c)[0], -1)[0].detach()
     u = torch.tensor([float(p0) * 0.99, 0.5, 0.5], dtype=torch.float64)
     assert model.inverse_cdf(u, c)[0] == 0
 
