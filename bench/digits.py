@@ -149,6 +149,14 @@ def main() -> None:
         "exact",
     )
 
+    def samples_only(name, model, seconds):  # a model without a density: its samples
+        torch.manual_seed(1)
+        with torch.no_grad():
+            samples = model().sample((360,))
+        grid(samples, os.path.join(args.out, f"digits_{name}.png"), name)
+        w1 = sliced_wasserstein(samples, x_test)
+        print(f"{name:34s}   n/a  bits/dim  (none, {seconds:6.1f} s)  sliced W1 {w1:.4f}", flush=True)
+
     def want(name: str) -> bool:
         return not only or name in only
 
@@ -204,15 +212,7 @@ def main() -> None:
         ae = px.Autoencoder(D, latent=16, hidden=(512, 256))
         _, sec = train(ae, x_train, steps(3000), 1e-3, schedule="cosine", patience=30)
         ae.fit_latent(x_train, steps=steps(2000), lr=1e-3, validation=0.15, progress=False, seed=0)
-        torch.manual_seed(1)
-        with torch.no_grad():
-            samples = ae().sample((360,))
-        grid(samples, os.path.join(args.out, "digits_Autoencoder.png"), "Autoencoder")
-        print(
-            f"{'Autoencoder':34s}   n/a  bits/dim  (none, {sec:6.1f} s)  sliced W1 "
-            f"{sliced_wasserstein(samples, x_test):.4f}",
-            flush=True,
-        )
+        samples_only("Autoencoder", ae, sec)
     if want("GAN"):
         torch.manual_seed(0)
         gan = px.GAN(D, latent=16, hidden=(256, 256))
@@ -227,16 +227,7 @@ def main() -> None:
             progress=False,
             seed=0,
         )
-        sec = time.perf_counter() - start
-        torch.manual_seed(1)
-        with torch.no_grad():
-            samples = gan().sample((360,))
-        grid(samples, os.path.join(args.out, "digits_GAN.png"), "GAN")
-        print(
-            f"{'GAN':34s}   n/a  bits/dim  (none, {sec:6.1f} s)  sliced W1 "
-            f"{sliced_wasserstein(samples, x_test):.4f}",
-            flush=True,
-        )
+        samples_only("GAN", gan, time.perf_counter() - start)
     w1_data = sliced_wasserstein(x_train[:360], x_test)
     print(f"{'(train vs test images)':34s}   sliced W1 {w1_data:.4f}")
 
