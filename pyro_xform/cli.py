@@ -35,7 +35,7 @@ DEMO = {
     "Diffusion": dict(kwargs={}, lr=5e-3, step_factor=3),
     "VAE": dict(kwargs={"latent": 2, "hidden": (128, 128)}, lr=2e-3, step_factor=1),
     "Autoencoder": dict(kwargs={"latent": 2, "hidden": (64, 64)}, lr=2e-3, step_factor=1),
-    "GAN": dict(kwargs={"latent": 2, "hidden": (128, 128)}, lr=1e-3, step_factor=1),
+    "GAN": dict(kwargs={"latent": 2, "hidden": (128, 128)}, lr=2e-4, step_factor=1),
     "DiscreteAutoregressive": dict(kwargs={"categories": 64}, lr=2e-3, step_factor=1, grid=64),
 }
 
