@@ -396,3 +396,27 @@ def test_diffusion_likelihood_time_sampling_has_the_weighted_density():
         px.Diffusion(2, time_sampling="beta")
     loss = model.dsm_loss(torch.randn(16, 2))
     assert torch.isfinite(loss)
+
+
+def test_maximum_likelihood_with_solver_settings():
+    from pyro_xform.objectives import MaximumLikelihood
+
+    data = px.datasets.toy("moons", n=512)
+    fm = px.FlowMatching(2, hidden=(32,), time_features=4)
+    px.fit(fm, data, steps=50, progress=False, seed=0)
+    calls = []
+    original = fm.forward
+
+    def spy(context=None, **settings):
+        calls.append(settings)
+        return original(context, **settings)
+
+    fm.forward = spy
+    objective = MaximumLikelihood(solver="rk4", steps=4, trace="hutchinson")
+    result = px.fit(
+        fm, data, objective=objective, steps=20, lr=1e-3, validation=0.2, eval_every=10, progress=False
+    )
+    assert calls and all(c == {"solver": "rk4", "steps": 4, "trace": "hutchinson"} for c in calls)
+    assert result.val_losses[-1] < result.val_losses[0] + 0.05
+    with pytest.raises(TypeError):
+        px.fit(px.MAF(2), data, objective=MaximumLikelihood(solver="rk4"), steps=1, progress=False)
