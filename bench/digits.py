@@ -6,10 +6,11 @@ scikit-learn's bundled 8x8 digits, dequantized to [0, 1) (17 levels), fixed 1437
 every family trains with early stopping on it and keeps its best parameters. Bits/dim on
 the 17-level scale: ``(NLL / 64 + log 17) / log 2``.
 
-- exact: NSF, MAF (maximum likelihood), FlowMatching (CFM), Diffusion (DSM; PF-ODE
-  density), all evaluated with the exact log-density (continuous ones:
-  dopri5, rtol=atol=1e-5); the regression objectives train for a fixed budget (their loss is a
-  poor early-stopping signal for the likelihood), the others stop early on validation NLL;
+- exact: NSF, MAF (maximum likelihood), FlowMatching (CFM), Diffusion (DSM, then a short
+  maximum-likelihood fine-tuning through its PF-ODE density), all evaluated with the exact
+  log-density (continuous ones: dopri5, rtol=atol=1e-5); the regression objectives train
+  for a fixed budget (their loss is a poor early-stopping signal for the likelihood), the
+  others stop early on validation NLL;
 - VAE: the IWAE estimate with K=1000, Gaussian prior vs the same VAE with a flow prior
   fitted to its aggregate posterior (a tighter bound, same encoder and decoder);
 - DiscreteAutoregressive on binarized digits (pixel >= 8/16), bits/dim of binary data,
@@ -180,7 +181,21 @@ def main() -> None:
         torch.manual_seed(0)
         model = px.Diffusion(D, hidden=(512, 512, 512), rtol=1e-5, atol=1e-5)
         _, sec = train(model, x_train, steps(8000), 1e-3, batch_size=256, schedule="cosine", validation=None)
-        report("Diffusion", nll(model, x_test), sec, "exact", model)
+        report("Diffusion (DSM only)", nll(model, x_test), sec, "exact")
+        # DSM does not train the likelihood itself, and a few test images get a far too low
+        # density. A short maximum-likelihood fine-tuning through the differentiable PF-ODE
+        # density fixes most of it; RK4 with Hutchinson's trace gives an unbiased gradient at
+        # a ninth of the exact trace's cost (evaluation stays exact, dopri5).
+        start = time.perf_counter()
+        cheap = px.objectives.MaximumLikelihood(solver="rk4", steps=8, trace="hutchinson")
+        train(model, x_train, steps(800), 1e-4, objective=cheap, validation=None)
+        report(
+            "Diffusion (+ MLE fine-tuning)",
+            nll(model, x_test),
+            sec + time.perf_counter() - start,
+            "exact",
+            model,
+        )
     if want("VAE"):
         torch.manual_seed(0)
         vae = px.VAE(D, latent=16, hidden=(512, 256), particles=1000)
@@ -248,7 +263,11 @@ def main() -> None:
         )
 
     gmm = next(bpd for name, bpd, _, _ in rows if name.startswith("GMM"))
-    exact = [(name, bpd) for name, bpd, _, kind in rows if not name.startswith(("Gaussian", "GMM"))]
+    exact = [
+        (name, bpd)
+        for name, bpd, _, kind in rows
+        if not name.startswith(("Gaussian", "GMM", "Diffusion (DSM"))
+    ]
     if exact:
         best = min(exact, key=lambda r: r[1])
         print(f"\nbest family: {best[0]} {best[1]:.3f} bits/dim (target <= 2.3); GMM {gmm:.3f}")
