@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .core import Xform
+from .core import Xform, spec_of
 
 __all__ = ["atomic_save", "build", "load", "read", "save"]
 
@@ -42,7 +42,7 @@ def config_of(model: Xform) -> str:
     if config is None:
         raise ValueError(f"{type(model).__name__} records no config; build it from a pyro_xform family")
     try:
-        return json.dumps({"family": type(model).__name__, "kwargs": config}, sort_keys=True)
+        return json.dumps(spec_of(model), sort_keys=True)
     except TypeError as e:
         raise ValueError(f"the constructor arguments of {type(model).__name__} are not JSON: {e}") from None
 

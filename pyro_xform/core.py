@@ -34,6 +34,7 @@ __all__ = [
     "as_xform",
     "check_context",
     "is_count",
+    "spec_of",
 ]
 
 #: What ``log_prob`` returns: the exact density, a lower bound, an estimate, or nothing.
@@ -294,8 +295,9 @@ class GeneratedDistribution(XformDistribution):
         return self.density(value, self.context)
 
 
-def _spec(value: Any) -> Any:
-    """A constructor argument as it is recorded: a nested model becomes its own config."""
+def spec_of(value: Any) -> Any:
+    """A constructor argument as it is recorded: a model becomes ``{"family", "kwargs"}``
+    (its class name and constructor arguments); anything else stays as it is."""
     if isinstance(value, Xform):
         return {"family": type(value).__name__, "kwargs": value.config}
     return value
@@ -324,7 +326,7 @@ def _record_config(init):
         if outermost:
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
-            arguments = {k: _spec(v) for k, v in bound.arguments.items() if k != "self"}
+            arguments = {k: spec_of(v) for k, v in bound.arguments.items() if k != "self"}
             object.__setattr__(self, "config", arguments)
         init(self, *args, **kwargs)
 

@@ -17,6 +17,7 @@ Objectives with options are passed to ``fit`` as instances, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, ClassVar
 
@@ -39,6 +40,15 @@ __all__ = [
     "Reconstruction",
     "get_objective",
 ]
+
+
+@contextlib.contextmanager
+def _fixed_seed():
+    """The same draws at every validation measurement: a fixed seed, without touching the
+    training stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
 
 
 def descend(
@@ -163,9 +173,7 @@ class _Regression(Objective):
         return getattr(model, self.method)(batch, context)
 
     def validation_loss(self, model, batch, context):
-        # The same draws at every measurement: a fixed seed, without touching the training stream.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+        with _fixed_seed():
             return self.loss(model, batch, context) / batch.shape[0]
 
 
@@ -263,8 +271,7 @@ class ELBO(Objective):
         )
 
     def validation_loss(self, model, batch, context):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+        with _fixed_seed():
             return self.loss(model, batch, context) / batch.shape[0]
 
     def train_step(self, model, batch, context, optimizers, *, step, clip_grad=None):
@@ -359,8 +366,7 @@ class Adversarial(Objective):
     def validation_loss(self, model, batch, context):
         from .metrics import sliced_wasserstein
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+        with _fixed_seed():
             fake = model.generate(batch.shape[0], context)
         return torch.tensor(sliced_wasserstein(fake, batch))
 

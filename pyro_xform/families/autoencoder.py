@@ -13,6 +13,7 @@ from ..core import GeneratedDistribution, Xform, as_xform, is_count
 from ..nn import MLP
 from ..transforms import Generator
 from .flows import MAF
+from .importance import log_mean_weight
 
 __all__ = ["Autoencoder"]
 
@@ -151,16 +152,12 @@ class Autoencoder(Xform):
 
     def _log_prob(self, value: Tensor, context: Tensor | None) -> Tensor:
         prior = self.latent_distribution(context, value.shape[:-1])
-        total = []
-        left = self.particles
-        chunk = max(1, min(left, 2**20 // (max(1, value.shape[:-1].numel()) * self.features)))
-        while left > 0:
-            k = min(chunk, left)
-            z = prior.sample((k,))
-            mean = self.decoder(z, context)
-            total.append(torch.logsumexp(pdist.Normal(mean, self.noise).to_event(1).log_prob(value), 0))
-            left -= k
-        return torch.logsumexp(torch.stack(total), 0) - math.log(self.particles)
+
+        def log_weights(k: int) -> Tensor:
+            mean = self.decoder(prior.sample((k,)), context)
+            return pdist.Normal(mean, self.noise).to_event(1).log_prob(value)
+
+        return log_mean_weight(log_weights, self.particles, value.shape[:-1].numel(), self.features)
 
     def forward(self, context: Tensor | None = None) -> GeneratedDistribution:
         context = self.check_context(context)

@@ -19,6 +19,7 @@ from ..core import GeneratedDistribution, Xform, XformDistribution, as_xform, is
 from ..nn import MLP
 from ..transforms import Generator
 from .flows import IAF
+from .importance import log_mean_weight
 
 __all__ = ["LIKELIHOODS", "VAE"]
 
@@ -40,6 +41,14 @@ def _kl_weighted(weight: float):
     if weight == 0.0:
         return poutine.mask(mask=False)
     return poutine.scale(scale=weight)
+
+
+def _draw(q: torch.distributions.Distribution, k: int) -> tuple[Tensor, Tensor]:
+    """``k`` reparameterized draws of the posterior and their log-density (one pass for a flow)."""
+    if isinstance(q, XformDistribution):
+        return q.rsample_and_log_prob((k,))
+    z = q.rsample((k,))
+    return z, q.log_prob(z)
 
 
 class VAE(Xform):
@@ -243,11 +252,7 @@ class VAE(Xform):
         with the KL term in closed form where it has one)."""
         q = self.posterior(x, context)
         prior = self.prior_distribution(context, q.batch_shape)
-        if isinstance(q, XformDistribution):
-            z, log_q = q.rsample_and_log_prob((particles,))
-        else:
-            z = q.rsample((particles,))
-            log_q = q.log_prob(z)
+        z, log_q = _draw(q, particles)
         log_lik = self.observation(self.decoder(z, context)).log_prob(x)
         if self.analytic_kl:
             return log_lik.mean(0) - torch.distributions.kl_divergence(q, prior)
@@ -263,19 +268,13 @@ class VAE(Xform):
             raise ValueError(f"particles must be a positive int, got {particles!r}")
         q = self.posterior(x, context)
         prior = self.prior_distribution(context, q.batch_shape)
-        rows = max(1, q.batch_shape.numel())
-        chunk = chunk or max(1, min(particles, 2**20 // (rows * max(self.features, self.latent))))
-        parts = []
-        for start in range(0, particles, chunk):
-            k = min(chunk, particles - start)
-            if isinstance(q, XformDistribution):
-                z, log_q = q.rsample_and_log_prob((k,))
-            else:
-                z = q.rsample((k,))
-                log_q = q.log_prob(z)
-            log_w = self.observation(self.decoder(z, context)).log_prob(x) + prior.log_prob(z) - log_q
-            parts.append(torch.logsumexp(log_w, 0))
-        return torch.logsumexp(torch.stack(parts), 0) - math.log(particles)
+
+        def log_weights(k: int) -> Tensor:
+            z, log_q = _draw(q, k)
+            return self.observation(self.decoder(z, context)).log_prob(x) + prior.log_prob(z) - log_q
+
+        rows = q.batch_shape.numel()
+        return log_mean_weight(log_weights, particles, rows, max(self.features, self.latent), chunk)
 
     # -- the contract --------------------------------------------------------------------
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
