@@ -1,9 +1,10 @@
 """pyro_xform: every deep generative model as a learned transform of a base distribution,
 as Pyro distributions."""
 
-from . import datasets, metrics, objectives, schedules, transforms
+from . import datasets, distributed, metrics, objectives, schedules, transforms
 from .checkpoint import load, save
 from .core import LOG_PROB_KINDS, GeneratedDistribution, Xform, XformDistribution
+from .distributed import Distributed
 from .families import (
     FAMILIES,
     GAN,
@@ -32,6 +33,7 @@ __all__ = [
     "Autoencoder",
     "Diffusion",
     "DiscreteAutoregressive",
+    "Distributed",
     "FitResult",
     "FlowMatching",
     "GeneratedDistribution",
@@ -40,6 +42,7 @@ __all__ = [
     "XformDistribution",
     "__version__",
     "datasets",
+    "distributed",
     "fit",
     "load",
     "metrics",

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import FORMAT, atomic_save, config_of, read
 from .core import Xform, is_count
+from .distributed import Distributed, World, fingerprint
 from .objectives import Objective, get_objective
 
 __all__ = ["FitResult", "fit"]
@@ -36,6 +37,7 @@ class FitResult:
         steps: steps taken in total (including those before a resume).
         stopped_early: whether early stopping ended the run.
         seconds: wall-clock time of this call.
+        world_size: the number of processes that trained the model together.
     """
 
     model: Xform
@@ -48,6 +50,7 @@ class FitResult:
     steps: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
+    world_size: int = 1
 
     def __repr__(self) -> str:
         last = f"{self.losses[-1]:.4f}" if self.losses else "n/a"
@@ -105,7 +108,7 @@ def fit(
     checkpoint_every: int | None = None,
     progress: bool = True,
     seed: int | None = None,
-    distributed: bool | None = None,
+    distributed: bool | Distributed | None = None,
 ) -> FitResult:
     """Train any family with its default objective or a named compatible one.
 
@@ -143,7 +146,12 @@ def fit(
         checkpoint_every: steps between checkpoints (default ``eval_every``).
         progress: show a progress bar with the loss (only on a terminal).
         seed: seed of the data order and of the objective's randomness.
-        distributed: reserved for multi-process training; only ``None``/``False`` for now.
+        distributed: train on several processes with DistributedDataParallel (see
+            :mod:`pyro_xform.distributed`). ``None`` (default) does so when launched by
+            ``torchrun`` (``RANK``/``WORLD_SIZE`` set) or inside an initialized process
+            group; ``True`` requires it; ``False`` trains this process alone;
+            a :class:`~pyro_xform.Distributed` sets the backend and the timeout.
+            Every rank passes the same data; ``batch_size`` is per rank.
 
     Returns:
         A :class:`FitResult`.
@@ -153,6 +161,7 @@ def fit(
             parameter changes.
         FloatingPointError: the loss or its gradient became NaN/Inf; the parameters are
             left at the last good step.
+        RuntimeError: (distributed) another rank died or stopped answering.
 
     Examples:
         >>> import torch, pyro_xform
@@ -162,10 +171,35 @@ def fit(
         (20, True)
     """
     started = time.perf_counter()
-    if distributed:
-        raise NotImplementedError("multi-process training (distributed=True) is not available yet")
     if not isinstance(model, Xform):
         raise ValueError(f"model must be a pyro_xform.Xform, got {type(model).__name__}")
+    param = next(model.parameters(), None)
+    world = World.start(distributed, param.device if param is not None else torch.device("cpu"))
+    return _fit(
+        world,
+        started,
+        model,
+        data,
+        objective=objective,
+        context=context,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=schedule,
+        validation=validation,
+        patience=patience,
+        eval_every=eval_every,
+        weight_decay=weight_decay,
+        clip_grad=clip_grad,
+        augment=augment,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+        seed=seed,
+    )
+
+
+def _checked_arguments(model, data, context, objective, steps, batch_size, patience, lr, augment, schedule):
     obj = get_objective(objective, model)
     for name, value in (("steps", steps), ("batch_size", batch_size), ("patience", patience)):
         if not is_count(value):
@@ -176,17 +210,87 @@ def fit(
         raise ValueError(f"augment must be a function of a batch, got {type(augment).__name__}")
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
-
     model.check_data(data)
     _check_dtype(model, data, "data")
     _check_context(model, context, data.shape[0], "context")
     if context is not None:
         _check_dtype(model, context, "context")
+    return obj
+
+
+def _on_every_rank(world: World, check):
+    """Run a local check; in a distributed run, a check that fails on one rank fails on all,
+    with that rank's message, instead of leaving the others waiting."""
+    if not world.distributed:
+        return check()
+    try:
+        result, error = check(), None
+    except ValueError as e:
+        result, error = None, str(e)
+    errors = world.gather(error)
+    for rank, message in enumerate(errors):
+        if message is not None:
+            raise ValueError(message if rank == world.rank else f"rank {rank}: {message}")
+    return result
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    # Distinct noise on every rank (objectives draw their own), rank 0 keeping the seed itself.
+    return (seed + rank * 0x9E3779B97F4A7C15) % 2**63
+
+
+def _fit(
+    world: World,
+    started: float,
+    model: Xform,
+    data: Tensor,
+    *,
+    objective,
+    context,
+    steps,
+    batch_size,
+    lr,
+    schedule,
+    validation,
+    patience,
+    eval_every,
+    weight_decay,
+    clip_grad,
+    augment,
+    checkpoint,
+    checkpoint_every,
+    progress,
+    seed,
+) -> FitResult:
+    obj = _on_every_rank(
+        world,
+        lambda: _checked_arguments(
+            model, data, context, objective, steps, batch_size, patience, lr, augment, schedule
+        ),
+    )
+    world.agree(
+        {
+            "the data (shape, dtype, checksum)": fingerprint(data),
+            "the context (shape, dtype, checksum)": fingerprint(context),
+            "the model": type(model).__name__,
+            "the objective": obj.name,
+            "steps": steps,
+            "batch_size": batch_size,
+            "the checkpoint path": None if checkpoint is None else os.fspath(checkpoint),
+            "seed": seed,
+        }
+    )
 
     # Seeds: a seed fixes the data order, the validation split and the objective's draws.
-    if seed is not None:
-        torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
+    # Under torch.distributed the data order is shared by all ranks and the draws are not.
+    if world.distributed:
+        shared = world.broadcast(int(torch.randint(2**62, ())) if seed is None else seed)
+        torch.manual_seed(_rank_seed(shared, world.rank))
+        generator = torch.Generator().manual_seed(shared)
+    else:
+        if seed is not None:
+            torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
 
     val_data = val_context = None
     if validation is not None:
@@ -203,14 +307,22 @@ def fit(
                 val_context, context = context[val_idx], context[train_idx]
         else:
             val_data, val_context = validation if isinstance(validation, tuple) else (validation, None)
-            model.check_data(val_data, name="validation data")
-            _check_dtype(model, val_data, "validation data")
-            _check_context(model, val_context, val_data.shape[0], "validation context")
+
+            def check_validation():
+                model.check_data(val_data, name="validation data")
+                _check_dtype(model, val_data, "validation data")
+                _check_context(model, val_context, val_data.shape[0], "validation context")
+
+            _on_every_rank(world, check_validation)
+            world.agree({"the validation data (shape, dtype, checksum)": fingerprint(val_data)})
     eval_every = eval_every or max(1, min(100, steps // 20))
     checkpoint_every = checkpoint_every or eval_every
 
     optimizers = [_adam(group, lr, weight_decay, obj.adam) for group in obj.parameter_groups(model)]
     n = data.shape[0]
+    if n < world.size:
+        raise ValueError(f"{n} training rows cannot be shared by {world.size} processes")
+    global_batch = batch_size * world.size
     state = {
         "step": 0,
         "perm": torch.randperm(n, generator=generator),
@@ -225,30 +337,51 @@ def fit(
         "stopped": False,
     }
     config = config_of(model) if checkpoint is not None else None
-    if checkpoint is not None and os.path.exists(checkpoint):
-        state = _resume(checkpoint, config, model, optimizers, generator, n)
+    if checkpoint is not None:
+        # Rank 0 reads the file and shares it: the other ranks may not see its disk.
+        saved = world.broadcast(read(checkpoint) if world.rank == 0 and os.path.exists(checkpoint) else None)
+        if saved is not None:
+            state = _resume(checkpoint, saved, config, model, optimizers, generator, n, world)
 
     def save_checkpoint() -> None:
+        rngs = world.gather(torch.get_rng_state())
+        if world.rank != 0:
+            return
         current = _clone_state(model)
         resume = dict(
             state,
             params=current,
             optim=[optimizer.state_dict() for optimizer in optimizers],
-            rng=torch.get_rng_state(),
+            rng=rngs[0],
             gen=generator.get_state(),
         )
+        if world.distributed:
+            resume["rngs"] = rngs
         best = state["best"] if state["best"] is not None else current
         atomic_save({"format": FORMAT, "config": config, "state_dict": best, "resume": resume}, checkpoint)
 
+    pending: list[tuple[float, int]] = []
+
+    def reduce_losses() -> None:
+        """Replace this rank's recent losses by those of the global minibatches."""
+        if pending:
+            sums = world.all_sum([v for v, _ in pending] + [c for _, c in pending])
+            k = len(pending)
+            state["losses"][-k:] = [total / count for total, count in zip(sums[:k], sums[k:], strict=True)]
+            pending.clear()
+
     if state["step"] == 0:
-        first = state["perm"][:batch_size]
+        # The first global minibatch, the same on every rank (a data-dependent initialization).
+        first = state["perm"][:global_batch]
         model.initialize(data[first], None if context is None else context[first])
+    world.broadcast_module(model)
+    world.sync(optimizers)
     was_training = model.training
     model.train()
     bar = tqdm(
         total=steps,
         initial=state["step"],
-        disable=not (progress and sys.stderr.isatty()),
+        disable=not (progress and world.rank == 0 and sys.stderr.isatty()),
         desc=f"fit {type(model).__name__} ({obj.name})",
         dynamic_ncols=True,
     )
@@ -256,10 +389,11 @@ def fit(
     with pyro.validation_enabled(False):
         try:
             while state["step"] < steps and not state["stopped"]:
-                if state["pos"] >= n:
+                # A tail with less than one row per rank ends the epoch.
+                if state["pos"] + world.size > n:
                     state["perm"], state["pos"] = torch.randperm(n, generator=generator), 0
-                idx = state["perm"][state["pos"] : state["pos"] + batch_size]
-                state["pos"] += batch_size
+                idx = world.share(state["perm"][state["pos"] : state["pos"] + global_batch])
+                state["pos"] += global_batch
                 batch = data[idx]
                 if augment is not None:
                     batch = _augmented(model, augment, batch)
@@ -271,6 +405,8 @@ def fit(
                 value = obj.train_step(
                     model, batch, batch_context, optimizers, step=state["step"] + 1, clip_grad=clip_grad
                 )
+                if world.distributed:  # summed over the ranks later, in one collective
+                    pending.append((value * idx.shape[0], idx.shape[0]))
                 state["step"] += 1
                 state["losses"].append(value)
                 bar.update(1)
@@ -279,7 +415,7 @@ def fit(
 
                 last = state["step"] == steps
                 if val_data is not None and (state["step"] % eval_every == 0 or last):
-                    val = _validate(obj, model, val_data, val_context, batch_size)
+                    val = _validate(obj, model, val_data, val_context, batch_size, world)
                     state["val_steps"].append(state["step"])
                     state["val_losses"].append(val)
                     if val < state["best_val"]:
@@ -290,9 +426,21 @@ def fit(
                 if checkpoint is not None and (
                     state["step"] % checkpoint_every == 0 or last or state["stopped"]
                 ):
+                    reduce_losses()
                     save_checkpoint()
+            reduce_losses()
+            world.barrier()  # the last checkpoint is on disk when fit returns on any rank
+        except RuntimeError as e:
+            if not world.distributed:
+                raise
+            raise RuntimeError(
+                f"distributed training stopped on rank {world.rank} of {world.size} at step "
+                f"{state['step'] + 1}: {e}\nAnother rank probably died or stopped answering; see its "
+                "log. (Collectives time out after Distributed(timeout=...) seconds.)"
+            ) from e
         finally:
             bar.close()
+            world.unsync(optimizers)
             model.train(was_training)
 
     if state["best"] is not None:
@@ -308,6 +456,7 @@ def fit(
         steps=state["step"],
         stopped_early=state["stopped"],
         seconds=time.perf_counter() - started,
+        world_size=world.size,
     )
 
 
@@ -329,18 +478,24 @@ def _adam(params: list[Tensor], lr: float, weight_decay: float, options: dict) -
 
 
 @torch.no_grad()
-def _validate(obj, model: Xform, data: Tensor, context: Tensor | None, batch_size: int) -> float:
+def _validate(
+    obj, model: Xform, data: Tensor, context: Tensor | None, batch_size: int, world: World
+) -> float:
+    # Each rank measures its share; the figure is the all-reduced mean over all of the data.
+    mine = world.share(torch.arange(data.shape[0]))
+    data = data[mine]
+    context = None if context is None else context[mine]
     total, chunk = 0.0, max(batch_size, 1024)
     for i in range(0, data.shape[0], chunk):
         batch = data[i : i + chunk]
         ctx = None if context is None else context[i : i + chunk]
         total += float(obj.validation_loss(model, batch, ctx)) * batch.shape[0]
-    value = total / data.shape[0]
+    total, count = world.all_sum([total, data.shape[0]])
+    value = total / count
     return value if math.isfinite(value) else math.inf
 
 
-def _resume(path, config, model, optimizers, generator, n) -> dict:
-    saved = read(path)
+def _resume(path, saved, config, model, optimizers, generator, n, world: World) -> dict:
     if saved["config"] != config:
         raise ValueError(f"checkpoint {path} was written for another model: {saved['config']}")
     resume = saved.get("resume")
@@ -359,6 +514,12 @@ def _resume(path, config, model, optimizers, generator, n) -> dict:
         )
     for optimizer, saved_state in zip(optimizers, states, strict=True):
         optimizer.load_state_dict(saved_state)
-    torch.set_rng_state(resume.pop("rng"))
+    rng, rngs = resume.pop("rng"), resume.pop("rngs", None)
+    if not world.distributed:
+        torch.set_rng_state(rng)
+    elif rngs is not None and len(rngs) == world.size:
+        torch.set_rng_state(rngs[world.rank])  # the same world: the same run, bit for bit
+    else:  # another world size: fresh, distinct streams
+        torch.manual_seed(_rank_seed(int(torch.randint(2**62, (), generator=generator)), world.rank))
     generator.set_state(resume.pop("gen"))
     return resume

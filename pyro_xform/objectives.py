@@ -56,23 +56,39 @@ def descend(
 ) -> None:
     """One guarded gradient step: refuse a non-finite loss or gradient before anything changes.
 
+    Under :mod:`torch.distributed`, ``fit`` attaches ``optimizer.gradient_sync``: DDP sums
+    the gradients over the ranks during the backward pass, and a non-finite loss on any rank
+    makes every rank refuse the step.
+
     Raises:
         FloatingPointError: the loss or the gradient norm is NaN/Inf; no parameter moved.
     """
-    if not torch.isfinite(loss.detach()).all():
+    sync = getattr(optimizer, "gradient_sync", None)
+    finite = bool(torch.isfinite(loss.detach()).all())
+    if not finite and sync is None:
         raise FloatingPointError(
             f"the {what} became {float(loss.detach())} at step {step}; the parameters are those of "
             "the last good step (try a smaller lr, clip_grad, or check the data)"
         )
     params = [p for group in optimizer.param_groups for p in group["params"]]
     optimizer.zero_grad(set_to_none=True)
+    if sync is not None:
+        # A non-finite loss on one rank poisons the summed gradient on all of them, so every
+        # rank refuses the step below, with no extra collective.
+        loss = sync(loss if finite else loss * math.nan)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(params, math.inf if clip_grad is None else clip_grad)
     if not torch.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)
+        cause = (
+            f"the {what} became NaN/Inf on this rank"
+            if not finite
+            else f"the gradient of the {what} became NaN/Inf"
+            + ("" if sync is None else " (on this or another rank)")
+        )
         raise FloatingPointError(
-            f"the gradient of the {what} became NaN/Inf at step {step}; the parameters are those "
-            "of the last good step (try a smaller lr or clip_grad)"
+            f"{cause} at step {step}; the parameters are those of the last good step "
+            "(try a smaller lr, clip_grad, or check the data)"
         )
     optimizer.step()
 

@@ -1,0 +1,134 @@
+"""One rank of a multi-process ``fit``, launched by ``tests/test_distributed.py`` the way
+``torchrun`` launches a script: ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``
+set in the environment. Writes what the test checks to ``<out>/rank<r>.pt``.
+
+Usage: ``python distributed_worker.py SCENARIO OUT``
+"""
+
+import os
+import sys
+
+
+def _data(n=96, features=2, seed=1):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, features, generator=g, dtype=torch.float64) * 0.5 + 0.25
+
+
+def mle(out, rank):
+    """Maximum likelihood on 2 ranks with a validation split and a checkpoint."""
+    import torch
+
+    import pyro_xform as px
+
+    torch.manual_seed(100 + rank)  # different initial weights: fit must broadcast rank 0's
+    model = px.MAF(2, hidden=(8,), transforms=2).double()
+    result = px.fit(
+        model,
+        _data(),
+        steps=6,
+        batch_size=16,
+        validation=0.25,
+        eval_every=3,
+        seed=3,
+        progress=False,
+        checkpoint=os.path.join(out, "run.pt"),
+    )
+    return {
+        "state": model.state_dict(),
+        "losses": result.losses,
+        "val": result.val_losses,
+        "world": result.world_size,
+    }
+
+
+def objectives(out, rank):
+    """Every objective runs on 2 ranks and keeps the ranks' parameters identical."""
+    import torch
+
+    import pyro_xform as px
+
+    data = _data(64, 4).float().clamp(-2, 2)
+    models = {
+        "cfm": px.FlowMatching(4, hidden=(16,)),
+        "dsm": px.Diffusion(4, hidden=(16,)),
+        "elbo": px.VAE(4, latent=2, hidden=(16,)),
+        "reconstruction": px.Autoencoder(4, latent=2, hidden=(16,)),
+        "adversarial": px.GAN(4, latent=2, hidden=(16,), discriminator_hidden=(16,)),
+        "mle": px.NSF(4, hidden=(16,), transforms=2),
+    }
+    states = {}
+    only = os.environ.get("ONLY")
+    for name, model in models.items():
+        if only and name != only:
+            continue
+        torch.manual_seed(7 + rank)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        result = px.fit(model, data, objective=name, steps=3, batch_size=16, seed=5, progress=False)
+        states[name] = {"before": before, "after": model.state_dict(), "losses": result.losses}
+    return states
+
+
+def mismatch(out, rank):
+    """Rank 1 passes data of another shape: every rank raises the same clear error."""
+    import pyro_xform as px
+
+    data = _data(64, 2) if rank == 0 else _data(64, 2)[:, :1].repeat(1, 2)[:50]
+    try:
+        px.fit(px.MAF(2).double(), data, steps=2, progress=False, seed=0)
+    except ValueError as e:
+        return {"error": str(e)}
+    return {"error": None}
+
+
+def bad_rank(out, rank):
+    """Rank 1 has NaN in its data: rank 0 hears of it and raises too."""
+    import pyro_xform as px
+
+    data = _data(64, 2)
+    if rank == 1:
+        data[5, 0] = float("nan")
+    try:
+        px.fit(px.MAF(2).double(), data, steps=2, progress=False, seed=0)
+    except ValueError as e:
+        return {"error": str(e)}
+    return {"error": None}
+
+
+def dies(out, rank):
+    """Rank 1 dies at its third step; rank 0 stops with a message instead of hanging."""
+    import pyro_xform as px
+
+    calls = []
+
+    def augment(batch):
+        calls.append(1)
+        if rank == 1 and len(calls) == 3:
+            os._exit(3)
+        return batch
+
+    try:
+        px.fit(
+            px.MAF(2).double(),
+            _data(),
+            steps=50,
+            batch_size=16,
+            augment=augment,
+            progress=False,
+            seed=0,
+            distributed=px.Distributed(timeout=30.0),
+        )
+    except RuntimeError as e:
+        return {"error": str(e)}
+    return {"error": None}
+
+
+if __name__ == "__main__":
+    import torch
+
+    torch.set_num_threads(1)
+    scenario, out = sys.argv[1], sys.argv[2]
+    rank = int(os.environ["RANK"])
+    result = globals()[scenario](out, rank)
+    torch.save(result, os.path.join(out, f"rank{rank}.pt"))
