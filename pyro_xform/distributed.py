@@ -156,6 +156,8 @@ class World:
             backend = options.backend or ("nccl" if device.type == "cuda" else "gloo")
             if backend == "nccl" and device.type != "cuda":
                 raise ValueError("the nccl backend needs the model on a GPU; use gloo on CPU")
+            if device.type == "cuda":  # nccl's object collectives use the current device
+                torch.cuda.set_device(device)
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=options.timeout))
         return cls(dist.get_rank(), dist.get_world_size(), device)
 

@@ -100,20 +100,7 @@ def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path):
     # Only rank 0 wrote: one checkpoint, no temporary files. It resumes on one process
     # and continues the same run as an uninterrupted single-process one.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.pt", "rank1.pt", "run.pt"]
-    resumed = px.MAF(2, hidden=(8,), transforms=2).double()
-    from distributed_worker import _data
-
-    again = px.fit(
-        resumed,
-        _data(),
-        steps=10,
-        batch_size=32,
-        validation=0.25,
-        eval_every=3,
-        seed=3,
-        progress=False,
-        checkpoint=tmp_path / "run.pt",
-    )
+    resumed, again = _single_mle(10, checkpoint=tmp_path / "run.pt")
     assert again.steps == 10 and again.losses[:6] == r0["losses"]
     straight, straight_result = _single_mle(10)
     torch.testing.assert_close(
