@@ -130,3 +130,57 @@ def test_missing_extra_names_it():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode != 0
     assert 'pip install "pyro-xform[jax]"' in out.stderr
+
+
+def test_numpyro_nuts_agrees_with_pyro_nuts_and_the_exact_posterior():
+    """A flow prior with a Gaussian likelihood, sampled by NumPyro NUTS on the exported
+    prior and by Pyro NUTS on the torch one; both against quadrature on a grid."""
+    import numpyro
+    import numpyro.distributions as ndist
+    import pyro
+    import pyro.distributions as pdist
+    from pyro.infer import MCMC, NUTS
+
+    torch.manual_seed(0)
+    flow = px.MAF(2, transforms=2, hidden=(8,)).double()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.4 * torch.randn_like(p))
+    flow.requires_grad_(False)
+    y = torch.tensor([0.4, -0.2], dtype=torch.float64)
+    noise = 0.6
+
+    # The exact posterior moments, by quadrature on a fine grid.
+    grid = torch.linspace(-5, 5, 401, dtype=torch.float64)
+    points = torch.cartesian_prod(grid, grid)
+    with torch.no_grad():
+        logw = flow().log_prob(points) + torch.distributions.Normal(points, noise).log_prob(y).sum(-1)
+    w = torch.softmax(logw, 0)[:, None]
+    mean = (w * points).sum(0)
+    sd = (w * (points - mean) ** 2).sum(0).sqrt()
+
+    prior = to_numpyro(flow)
+
+    def numpyro_model():
+        x = numpyro.sample("x", prior)
+        numpyro.sample("y", ndist.Normal(x, noise).to_event(1), obs=j(y))
+
+    mcmc = numpyro.infer.MCMC(
+        numpyro.infer.NUTS(numpyro_model), num_warmup=400, num_samples=2000, progress_bar=False
+    )
+    mcmc.run(jax.random.key(0))
+    jax_draws = np.asarray(mcmc.get_samples()["x"])
+
+    def pyro_model():
+        x = pyro.sample("x", flow())
+        pyro.sample("y", pdist.Normal(x, noise).to_event(1), obs=y)
+
+    pyro.set_rng_seed(0)
+    pyro_mcmc = MCMC(NUTS(pyro_model), warmup_steps=200, num_samples=400, disable_progbar=True)
+    pyro_mcmc.run()
+    pyro_draws = pyro_mcmc.get_samples()["x"].numpy()
+
+    for draws, tol in ((jax_draws, 0.08), (pyro_draws, 0.15)):
+        np.testing.assert_allclose(draws.mean(0), mean.numpy(), atol=tol * float(sd.max()) * 3)
+        np.testing.assert_allclose(draws.std(0), sd.numpy(), rtol=0.2)
+    np.testing.assert_allclose(jax_draws.mean(0), pyro_draws.mean(0), atol=0.5 * float(sd.max()))
