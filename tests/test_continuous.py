@@ -103,7 +103,8 @@ def test_hutchinson_agrees_with_exact_in_expectation():
     exact = fm(solver="rk4", steps=8).log_prob(x)
     hutch = fm(solver="rk4", steps=8, trace="hutchinson", probes=2)
     assert hutch.log_prob_kind == "estimate"
-    draws = torch.stack([hutch.log_prob(x) for _ in range(300)])
+    # Probes are drawn per row, so 300 copies of x in one solve are 300 independent estimates.
+    draws = hutch.log_prob(x.expand(300, 4, 3))
     stderr = draws.std(0) / math.sqrt(300)
     assert ((draws.mean(0) - exact).abs() < 4 * stderr + 1e-6).all()
     assert (draws.std(0) > 0).all()  # an estimate, not the exact value

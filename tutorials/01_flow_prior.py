@@ -165,8 +165,7 @@ jax_mcmc = numpyro.infer.MCMC(
     numpyro.infer.NUTS(numpyro_model),
     num_warmup=20 if SMOKE else 400,
     num_samples=20 if SMOKE else 800,
-    num_chains=2,
-    chain_method="sequential",
+    num_chains=1 if SMOKE else 2,  # in smoke mode one chain: each costs seconds of compiling
     progress_bar=False,
 )
 jax_mcmc.run(jax.random.key(0), jax.numpy.asarray(y_obs.numpy()))

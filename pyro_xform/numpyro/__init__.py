@@ -4,17 +4,13 @@ Imported on demand only (``import pyro_xform`` never loads JAX); it needs the ``
 ``pip install "pyro-xform[jax]"``.
 
 Examples:
-    >>> import jax, numpyro, numpyro.distributions as dist, pyro_xform
+    >>> import jax, pyro_xform
     >>> from pyro_xform.numpyro import to_numpyro
-    >>> prior = to_numpyro(pyro_xform.NSF(2, hidden=(8,)))
-    >>> def model(y):
-    ...     x = numpyro.sample("x", prior)
-    ...     numpyro.sample("y", dist.Normal(x, 0.5).to_event(1), obs=y)
-    >>> nuts = numpyro.infer.NUTS(model)
-    >>> mcmc = numpyro.infer.MCMC(nuts, num_warmup=20, num_samples=20, progress_bar=False)
-    >>> mcmc.run(jax.random.key(0), jax.numpy.zeros(2))
-    >>> mcmc.get_samples()["x"].shape
-    (20, 2)
+    >>> flow = pyro_xform.NSF(2, hidden=(8,))
+    >>> prior = to_numpyro(flow)  # a NumPyro distribution: use it in numpyro.sample
+    >>> x = prior.sample(jax.random.PRNGKey(0), (4,))
+    >>> prior.log_prob(x).shape, prior.support
+    ((4,), RealVector(Real(), 1))
 """
 
 try:
