@@ -1,7 +1,7 @@
 """pyro_xform: every deep generative model as a learned transform of a base distribution,
 as Pyro distributions."""
 
-from . import datasets, distributed, metrics, objectives, schedules, transforms
+from . import datasets, distributed, infer, metrics, objectives, schedules, transforms
 from .checkpoint import load, save
 from .core import LOG_PROB_KINDS, GeneratedDistribution, Xform, XformDistribution
 from .distributed import Distributed
@@ -44,6 +44,7 @@ __all__ = [
     "datasets",
     "distributed",
     "fit",
+    "infer",
     "load",
     "metrics",
     "objectives",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["sliced_wasserstein"]
+__all__ = ["c2st", "sliced_wasserstein"]
 
 
 def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 200, seed: int = 0) -> float:
@@ -37,3 +37,39 @@ def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 200, seed: int =
     px_, _ = torch.sort(x @ theta, 0)
     py_, _ = torch.sort(y @ theta, 0)
     return float((px_ - py_).abs().mean())
+
+
+def c2st(x: Tensor, y: Tensor, *, folds: int = 5, seed: int = 0, max_iter: int = 1000) -> float:
+    """Classifier two-sample test: the cross-validated accuracy of a small MLP telling
+    ``x`` from ``y`` (scikit-learn's ``MLPClassifier``, two hidden layers of ``10 d``
+    units, inputs standardized by ``x``'s statistics). 0.5: indistinguishable; 1: apart.
+
+    Examples:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> a, b = torch.randn(500, 2, generator=g), torch.randn(500, 2, generator=g)
+        >>> c2st(a, b) < 0.6, c2st(a, b + 3.0) > 0.9
+        (True, True)
+
+    References:
+        Revisiting classifier two-sample tests (Lopez-Paz, Oquab, 2016, arXiv:1610.06545).
+        Benchmarking simulation-based inference (Lueckmann et al., 2021, arXiv:2101.04653).
+    """
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neural_network import MLPClassifier
+
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"x and y must be (n, d) samples of one dimension, got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
+    a = x.detach().cpu().double().numpy()
+    b = y.detach().cpu().double().numpy()
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("the samples have NaN or Inf values")
+    loc, scale = a.mean(0), a.std(0) + 1e-12
+    data = (np.concatenate([a, b]) - loc) / scale
+    labels = np.concatenate([np.zeros(len(a)), np.ones(len(b))])
+    d = data.shape[1]
+    classifier = MLPClassifier(hidden_layer_sizes=(10 * d, 10 * d), max_iter=max_iter, random_state=seed)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(np.mean(cross_val_score(classifier, data, labels, cv=cv, scoring="accuracy")))

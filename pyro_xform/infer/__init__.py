@@ -1,0 +1,19 @@
+"""Every family inside a probabilistic program: learned priors in base space, generative
+guides, amortized posteriors, diagnostics."""
+
+from . import simulators
+from .amortized import ESTIMATORS, PosteriorEstimator, simulate
+from .diagnostics import psis_khat, to_inference_data
+from .guides import AutoXformGuide
+from .reparam import BaseReparam
+
+__all__ = [
+    "ESTIMATORS",
+    "AutoXformGuide",
+    "BaseReparam",
+    "PosteriorEstimator",
+    "psis_khat",
+    "simulate",
+    "simulators",
+    "to_inference_data",
+]

@@ -1,0 +1,123 @@
+"""Benchmark simulators of simulation-based inference, written as Pyro models
+(``theta`` the parameters, ``x`` the observation), with their reference posteriors where
+these are known in closed form.
+
+Each model takes ``x=None`` (simulate) or an observed ``x``, and vectorizes under a
+``pyro.plate`` (``Predictive(..., parallel=True)``).
+
+References:
+    Benchmarking simulation-based inference (Lueckmann et al., 2021, arXiv:2101.04653).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor
+
+__all__ = [
+    "SIMULATORS",
+    "gaussian_linear",
+    "gaussian_linear_posterior",
+    "slcp",
+    "two_moons",
+    "two_moons_posterior",
+]
+
+
+def two_moons(x: Tensor | None = None) -> Tensor:
+    """Two moons: :math:`\\theta \\sim U(-1, 1)^2`, :math:`a \\sim U(-\\pi/2, \\pi/2)`,
+    :math:`r \\sim \\mathcal N(0.1, 0.01^2)`,
+
+    .. math:: x = \\begin{pmatrix} r\\cos a + 0.25 \\\\ r \\sin a \\end{pmatrix}
+        + \\tfrac{1}{\\sqrt 2} \\begin{pmatrix} -|\\theta_1 + \\theta_2| \\\\
+        -\\theta_1 + \\theta_2 \\end{pmatrix}.
+
+    Examples:
+        >>> import pyro
+        >>> pyro.poutine.trace(two_moons).get_trace().nodes["x"]["value"].shape
+        torch.Size([2])
+    """
+    theta = pyro.sample("theta", dist.Uniform(-torch.ones(2), torch.ones(2)).to_event(1))
+    a = pyro.sample("a", dist.Uniform(-math.pi / 2, math.pi / 2))
+    r = pyro.sample("r", dist.Normal(0.1, 0.01))
+    p = torch.stack([r * torch.cos(a) + 0.25, r * torch.sin(a)], -1)
+    shift = torch.stack(
+        [-(theta[..., 0] + theta[..., 1]).abs(), theta[..., 1] - theta[..., 0]], -1
+    ) / math.sqrt(2)
+    # The observation is exact given the nuisances: a narrow Normal keeps it a density.
+    return pyro.sample("x", dist.Normal(p + shift, 1e-4).to_event(1), obs=x)
+
+
+def _two_moons_log_likelihood(theta: Tensor, x: Tensor) -> Tensor:
+    shift = torch.stack(
+        [-(theta[..., 0] + theta[..., 1]).abs(), theta[..., 1] - theta[..., 0]], -1
+    ) / math.sqrt(2)
+    p = x - shift - torch.tensor([0.25, 0.0], dtype=x.dtype)
+    r = p.norm(dim=-1)
+    # Polar density of (r cos a, r sin a): N(r; 0.1, 0.01) / (pi r), for cos a > 0.
+    logp = dist.Normal(0.1, 0.01).log_prob(r) - math.log(math.pi) - r.log()
+    return torch.where(p[..., 0] > 0, logp, torch.full_like(logp, -math.inf))
+
+
+def two_moons_posterior(x: Tensor, n: int, *, grid: int = 1000, seed: int = 0) -> Tensor:
+    """``n`` draws of the exact two-moons posterior :math:`p(\\theta \\mid x)`, by
+    quadrature of the closed-form likelihood on a ``grid x grid`` grid over the prior's
+    box and uniform jitter within the drawn cells.
+
+    Examples:
+        >>> two_moons_posterior(torch.zeros(2), 5).shape
+        torch.Size([5, 2])
+    """
+    g = torch.Generator().manual_seed(seed)
+    edges = torch.linspace(-1, 1, grid + 1, dtype=torch.float64)
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    points = torch.cartesian_prod(centers, centers)
+    logw = _two_moons_log_likelihood(points, x.to(torch.float64))
+    if not torch.isfinite(logw).any():
+        raise ValueError("this x has zero likelihood under every parameter in the prior box")
+    idx = torch.multinomial(torch.softmax(logw, 0), n, replacement=True, generator=g)
+    cell = 2.0 / grid
+    jitter = (torch.rand(n, 2, generator=g, dtype=torch.float64) - 0.5) * cell
+    return (points[idx] + jitter).to(x.dtype)
+
+
+def gaussian_linear(x: Tensor | None = None, *, dim: int = 10) -> Tensor:
+    """Gaussian linear: :math:`\\theta \\sim \\mathcal N(0, 0.1 I)`,
+    :math:`x \\sim \\mathcal N(\\theta, 0.1 I)`, in ``dim`` dimensions."""
+    scale = math.sqrt(0.1)
+    theta = pyro.sample("theta", dist.Normal(torch.zeros(dim), scale).to_event(1))
+    return pyro.sample("x", dist.Normal(theta, scale).to_event(1), obs=x)
+
+
+def gaussian_linear_posterior(x: Tensor) -> dist.Distribution:
+    """The exact posterior of :func:`gaussian_linear`, :math:`\\mathcal N(x / 2, 0.05 I)`."""
+    return dist.Normal(x / 2, math.sqrt(0.05)).to_event(1)
+
+
+def slcp(x: Tensor | None = None) -> Tensor:
+    """Simple likelihood, complex posterior: :math:`\\theta \\sim U(-3, 3)^5`, four i.i.d.
+    2-D Gaussian draws with mean :math:`(\\theta_1, \\theta_2)`, scales :math:`\\theta_3^2,
+    \\theta_4^2` and correlation :math:`\\tanh \\theta_5`; ``x`` is the 8 numbers."""
+    theta = pyro.sample("theta", dist.Uniform(-3 * torch.ones(5), 3 * torch.ones(5)).to_event(1))
+    s1, s2, rho = theta[..., 2] ** 2, theta[..., 3] ** 2, torch.tanh(theta[..., 4])
+    cov = torch.stack(
+        [torch.stack([s1**2, rho * s1 * s2], -1), torch.stack([rho * s1 * s2, s2**2], -1)], -2
+    ) + 1e-6 * torch.eye(2)
+    normal = dist.MultivariateNormal(theta[..., :2].unsqueeze(-2), cov.unsqueeze(-3)).expand(
+        (*theta.shape[:-1], 4)
+    )
+    obs = None if x is None else x.unflatten(-1, (4, 2))
+    draws = pyro.sample("x_points", normal.to_event(1), obs=obs)
+    return pyro.deterministic("x", draws.flatten(-2), event_dim=1)
+
+
+#: Simulators by name: (model, parameter site, observation site).
+SIMULATORS = {
+    "two_moons": (two_moons, "theta", "x"),
+    "gaussian_linear": (gaussian_linear, "theta", "x"),
+    "slcp": (slcp, "theta", "x"),
+}
