@@ -170,6 +170,7 @@ def test_two_moons_reference_posterior_is_on_the_moons():
     assert (draws - theta[0]).norm(dim=-1).min() < 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["flow", "flow_matching", "diffusion"])
 def test_posterior_estimators_recover_the_gaussian_linear_posterior(estimator):
     model = functools.partial(simulators.gaussian_linear, dim=2)
