@@ -231,4 +231,5 @@ def test_psis_khat_flags_a_mean_field_guide_on_a_funnel():
     svi = SVI(funnel, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
     for _ in range(300):
         svi.step()
-    assert psis_khat(funnel, guide, num_particles=2000) > 0.7
+    with pytest.warns(UserWarning, match="k-hat"):
+        assert psis_khat(funnel, guide, num_particles=2000) > 0.7

@@ -4,6 +4,7 @@ the PSIS :math:`\\hat k` of a variational or amortized posterior."""
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -95,7 +96,8 @@ def psis_khat(
     """The Pareto :math:`\\hat k` of the importance weights :math:`p(\\theta, x)/q(\\theta)`
     of a posterior approximation against the model's joint density (Pyro's
     ``psis_diagnostic``). :math:`\\hat k < 0.5`: excellent; :math:`< 0.7`: usable;
-    :math:`> 0.7`: the approximation misses mass the posterior has — do not trust it.
+    :math:`> 0.7`: the approximation misses mass the posterior has — do not trust it (a
+    warning says so).
 
     Args:
         model: the Pyro model, called with ``*args, **kwargs`` (its observations observed).
@@ -126,4 +128,11 @@ def psis_khat(
             return pyro.sample(site, distribution)
 
     with torch.no_grad():
-        return float(psis_diagnostic(model, guide, *args, num_particles=num_particles, **kwargs))
+        khat = float(psis_diagnostic(model, guide, *args, num_particles=num_particles, **kwargs))
+    if khat > 0.7:
+        warnings.warn(
+            f"PSIS k-hat = {khat:.2f} > 0.7: the approximation misses mass the posterior has; "
+            "do not trust its expectations (try a flow guide, AutoXformGuide)",
+            stacklevel=2,
+        )
+    return khat
