@@ -77,7 +77,7 @@ for name, (family, training) in settings.items():
     estimator.train(theta=theta, x=x, lr=1e-3, schedule="cosine", progress=False, seed=0, **training)
     with torch.no_grad():
         posteriors[name] = estimator.posterior(x_obs).sample((len(reference),))
-    scores[name] = c2st(posteriors[name], reference)
+    scores[name] = c2st(posteriors[name], reference, max_iter=200 if SMOKE else 1000)
     print(f"{name:14s} C2ST {scores[name]:.3f}")
 
 # %% [markdown]
