@@ -96,7 +96,7 @@ def _correlated(y=None):
     pyro.sample("y", dist.Normal(theta.sum(-1), 0.1 * scale), obs=y)
 
 
-def _final_elbo(guide, steps=400):
+def _final_elbo(guide, steps=250):
     svi = SVI(
         _correlated,
         guide,
@@ -104,7 +104,7 @@ def _final_elbo(guide, steps=400):
         Trace_ELBO(num_particles=4, vectorize_particles=True),
     )
     losses = [svi.step() for _ in range(steps)]
-    return sum(losses[-50:]) / 50
+    return sum(losses[-40:]) / 40
 
 
 def test_flow_guide_beats_mean_field_on_a_correlated_posterior():

@@ -175,7 +175,7 @@ def test_numpyro_nuts_agrees_with_pyro_nuts_and_the_exact_posterior():
         pyro.sample("y", pdist.Normal(x, noise).to_event(1), obs=y)
 
     pyro.set_rng_seed(0)
-    pyro_mcmc = MCMC(NUTS(pyro_model), warmup_steps=150, num_samples=300, disable_progbar=True)
+    pyro_mcmc = MCMC(NUTS(pyro_model), warmup_steps=100, num_samples=250, disable_progbar=True)
     pyro_mcmc.run()
     pyro_draws = pyro_mcmc.get_samples()["x"].numpy()
 
