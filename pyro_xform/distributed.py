@@ -25,6 +25,7 @@ References:
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import math
 import os
@@ -67,6 +68,11 @@ class Distributed:
 def _launched() -> bool:
     """Whether a launcher such as ``torchrun`` set up a multi-process world."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _sum_hook(process_group, bucket):
@@ -144,8 +150,8 @@ class World:
         options = distributed if isinstance(distributed, Distributed) else Distributed()
         if not dist.is_available():
             raise RuntimeError("this torch build has no torch.distributed")
-        # A process group created here stays up: tearing it down and building it again on the
-        # same rendezvous races between ranks, and the script's next fit or collective needs it.
+        # A process group created here stays up until exit: tearing it down and building it
+        # again on the same rendezvous races between ranks, and the script's next fit needs it.
         if not dist.is_initialized():
             if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
                 raise RuntimeError(
@@ -159,6 +165,9 @@ class World:
             if device.type == "cuda":  # nccl's object collectives use the current device
                 torch.cuda.set_device(device)
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=options.timeout))
+            # Torn down at exit: a gloo group still alive while the interpreter shuts down
+            # can abort the process ("terminate called without an active exception").
+            atexit.register(_destroy)
         return cls(dist.get_rank(), dist.get_world_size(), device)
 
     # Collectives (the identity in a one-process world).

@@ -268,18 +268,19 @@ def _fit(
             model, data, context, objective, steps, batch_size, patience, lr, augment, schedule
         ),
     )
-    world.agree(
-        {
-            "the data (shape, dtype, checksum)": fingerprint(data),
-            "the context (shape, dtype, checksum)": fingerprint(context),
-            "the model": type(model).__name__,
-            "the objective": obj.name,
-            "steps": steps,
-            "batch_size": batch_size,
-            "the checkpoint path": None if checkpoint is None else os.fspath(checkpoint),
-            "seed": seed,
-        }
-    )
+    if world.distributed:  # a checksum reads all the data: only where there is something to compare
+        world.agree(
+            {
+                "the data (shape, dtype, checksum)": fingerprint(data),
+                "the context (shape, dtype, checksum)": fingerprint(context),
+                "the model": type(model).__name__,
+                "the objective": obj.name,
+                "steps": steps,
+                "batch_size": batch_size,
+                "the checkpoint path": None if checkpoint is None else os.fspath(checkpoint),
+                "seed": seed,
+            }
+        )
 
     # Seeds: a seed fixes the data order, the validation split and the objective's draws.
     # Under torch.distributed the data order is shared by all ranks and the draws are not.
@@ -314,7 +315,8 @@ def _fit(
                 _check_context(model, val_context, val_data.shape[0], "validation context")
 
             _on_every_rank(world, check_validation)
-            world.agree({"the validation data (shape, dtype, checksum)": fingerprint(val_data)})
+            if world.distributed:
+                world.agree({"the validation data (shape, dtype, checksum)": fingerprint(val_data)})
     eval_every = eval_every or max(1, min(100, steps // 20))
     checkpoint_every = checkpoint_every or eval_every
 

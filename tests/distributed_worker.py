@@ -122,3 +122,9 @@ if __name__ == "__main__":
     rank = int(os.environ["RANK"])
     result = globals()[scenario](out, rank)
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
+    # Leave together, so that no rank tears its group down under a peer still talking to it.
+    import torch.distributed as dist
+
+    if scenario != "dies" and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
