@@ -178,13 +178,6 @@ class World:
         dist.all_reduce(t)
         return t.tolist()
 
-    def all_true(self, flag: bool) -> bool:
-        if not self.distributed:
-            return flag
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
-
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         if not self.distributed:

@@ -145,13 +145,16 @@ class RQSpline:
         d = jnp.concatenate(
             [ones, jax.nn.softplus(p[..., 2 * K :] + self.offset) + self.min_derivative, ones], -1
         )
-        xk = jnp.concatenate([jnp.full((*p.shape[:-1], 1), -B, p.dtype), jnp.cumsum(widths, -1) - B], -1)
-        yk = jnp.concatenate([jnp.full((*p.shape[:-1], 1), -B, p.dtype), jnp.cumsum(heights, -1) - B], -1)
+        left = jnp.full((*p.shape[:-1], 1), -B, p.dtype)
+        xk = jnp.concatenate([left, jnp.cumsum(widths, -1) - B], -1)
+        yk = jnp.concatenate([left, jnp.cumsum(heights, -1) - B], -1)
         return xk, yk, d
 
-    def _bin(self, knots, v):
-        idx = jnp.sum(v[..., None] >= knots[..., 1 : self.bins], -1)
-        return idx
+    @staticmethod
+    def _log_derivative(xi, s, d0, d1, den):
+        """:math:`\\log g'` inside the bin, at relative position ``xi``."""
+        t = xi * (1 - xi)
+        return 2 * jnp.log(s) + jnp.log(d1 * xi * xi + 2 * s * t + d0 * (1 - xi) ** 2) - 2 * jnp.log(den)
 
     @staticmethod
     def _take(a, idx):
@@ -160,7 +163,7 @@ class RQSpline:
     def _gather(self, p, v, side):
         p = jnp.broadcast_to(p, v.shape + p.shape[-1:])
         xk, yk, d = self._knots(p)
-        idx = self._bin(xk if side == 0 else yk, v)
+        idx = jnp.sum(v[..., None] >= (xk if side == 0 else yk)[..., 1 : self.bins], -1)
         x0, x1 = self._take(xk, idx), self._take(xk, idx + 1)
         y0, y1 = self._take(yk, idx), self._take(yk, idx + 1)
         return x0, x1 - x0, y0, y1 - y0, self._take(d, idx), self._take(d, idx + 1)
@@ -176,8 +179,7 @@ class RQSpline:
         t = xi * (1 - xi)
         den = s + (d0 + d1 - 2 * s) * t
         z = y0 + hk * (s * xi * xi + d0 * t) / den
-        q = d1 * xi * xi + 2 * s * t + d0 * (1 - xi) ** 2
-        ladj = 2 * jnp.log(den) - 2 * jnp.log(s) - jnp.log(q)
+        ladj = -self._log_derivative(xi, s, d0, d1, den)
         return jnp.where(inside, z, x), jnp.where(inside, ladj, 0.0)
 
     def forward(self, z, p):
@@ -195,10 +197,8 @@ class RQSpline:
         disc = jnp.clip(b * b - 4 * a * c, 0.0)
         xi = (2 * c) / (-b - jnp.sqrt(disc))
         x = x0 + xi * wk
-        t = xi * (1 - xi)
-        den = s + c2 * t
-        log_g = 2 * jnp.log(s) + jnp.log(d1 * xi * xi + 2 * s * t + d0 * (1 - xi) ** 2) - 2 * jnp.log(den)
-        return jnp.where(inside, x, z), jnp.where(inside, -log_g, 0.0)
+        den = s + c2 * xi * (1 - xi)
+        return jnp.where(inside, x, z), jnp.where(inside, -self._log_derivative(xi, s, d0, d1, den), 0.0)
 
 
 class Coupling(Bijector):
