@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MADE", "MLP", "TimeEmbedding", "TimeMLP", "activation"]
+__all__ = ["MADE", "MLP", "Residual", "TimeEmbedding", "TimeMLP", "activation"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -29,21 +29,61 @@ def activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}") from None
 
 
+class Residual(nn.Module):
+    """Residual block :math:`h + W_2\\,\\sigma(W_1\\,\\sigma(h))` whose second layer starts
+    near zero, so the block starts as the identity.
+
+    Examples:
+        >>> block = Residual(4)
+        >>> h = torch.randn(3, 4)
+        >>> bool((block(h) - h).abs().max() < 0.1)
+        True
+
+    References:
+        Deep Residual Learning for Image Recognition (He, Zhang, Ren, Sun, 2015,
+        arXiv:1512.03385).
+    """
+
+    def __init__(self, width: int, activation: str = "relu") -> None:
+        super().__init__()
+        out = nn.Linear(width, width)
+        nn.init.uniform_(out.weight, -1e-3, 1e-3)
+        nn.init.zeros_(out.bias)
+        self.body = nn.Sequential(
+            globals()["activation"](activation),
+            nn.Linear(width, width),
+            globals()["activation"](activation),
+            out,
+        )
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.body(h)
+
+
 class MLP(nn.Module):
     """Multilayer perceptron :math:`\\mathbb{R}^{n} \\times \\mathbb{R}^{c} \\to \\mathbb{R}^{m}`.
+
+    With ``residual=True`` the hidden layers are :class:`Residual` blocks of one width
+    between a linear first and last layer. Those blocks start as the identity, so the
+    network starts as a *linear* function of its inputs and grows non-linear only as the
+    data asks for it: an inductive bias that generalizes better from few examples (e.g.
+    the conditioner of a flow trained on :math:`10^4` simulations).
 
     Args:
         in_features: input size (may be 0: the output then depends on the context only).
         out_features: output size.
-        hidden: hidden layer sizes.
+        hidden: hidden layer sizes (with ``residual``: one width, one block each).
         context: context size (0: none).
         activation: activation name.
         zero_last: initialize the last layer to zero, so a transform built on it starts at
             the identity.
+        residual: use residual blocks.
 
     Examples:
         >>> net = MLP(2, 3, hidden=(8,), context=1)
         >>> net(torch.randn(5, 2), torch.randn(5, 1)).shape
+        torch.Size([5, 3])
+        >>> MLP(2, 3, hidden=(8, 8), residual=True)(torch.randn(5, 2)).shape
         torch.Size([5, 3])
     """
 
@@ -55,18 +95,25 @@ class MLP(nn.Module):
         context: int = 0,
         activation: str = "relu",
         zero_last: bool = True,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         hidden = tuple(hidden)
         if not hidden:
             raise ValueError("hidden must name at least one layer size")
+        if residual and len(set(hidden)) != 1:
+            raise ValueError(f"residual blocks share one width; got hidden={hidden}")
         # With no inputs (a 1-D coupling) the first layer is a learned bias alone.
         self.first = nn.Linear(in_features, hidden[0]) if in_features else None
         self.first_bias = None if in_features else nn.Parameter(torch.zeros(hidden[0]))
         self.context_layer = nn.Linear(context, hidden[0], bias=False) if context else None
-        layers: list[nn.Module] = [globals()["activation"](activation)]
-        for a, b in itertools.pairwise(hidden):
-            layers += [nn.Linear(a, b), globals()["activation"](activation)]
+        layers: list[nn.Module]
+        if residual:
+            layers = [Residual(width, activation) for width in hidden]
+        else:
+            layers = [globals()["activation"](activation)]
+            for a, b in itertools.pairwise(hidden):
+                layers += [nn.Linear(a, b), globals()["activation"](activation)]
         last = nn.Linear(hidden[-1], out_features)
         if zero_last:
             nn.init.zeros_(last.weight)

@@ -17,6 +17,7 @@ from ..transforms import (
     Permutation,
     SplineAutoregressive,
     SplineCoupling,
+    Standardize,
 )
 
 __all__ = ["IAF", "MAF", "NSF", "Flow", "RealNVP"]
@@ -42,6 +43,9 @@ class Flow(Xform):
         linear: what goes between blocks: ``"permutation"`` (reverse order), ``"lu"``
             (reverse order then an :class:`LULinear`) or ``None``.
         actnorm: put an :class:`ActNorm` before every block.
+        standardize: end the chain with a fixed :class:`Standardize` set from the training
+            data, so the blocks work on standardized data (as the continuous-time families
+            do) and the density stays that of ``x``.
 
     References:
         Normalizing flows for probabilistic modeling and inference (Papamakarios et al.,
@@ -57,6 +61,7 @@ class Flow(Xform):
         block: Callable[[int], Bijector],
         linear: str | None = "permutation",
         actnorm: bool = False,
+        standardize: bool = False,
     ) -> None:
         super().__init__(features, context)
         if not is_count(transforms):
@@ -72,6 +77,8 @@ class Flow(Xform):
             if actnorm:
                 layers.append(ActNorm(features))
             layers.append(block(i))
+        if standardize:
+            layers.append(Standardize(features))
         # The chain runs base → data; the last block listed acts last on the base sample.
         self.transform = Chain(layers)
 
@@ -111,6 +118,7 @@ class MAF(Flow):
         linear: str | None = "permutation",
         actnorm: bool = False,
         log_scale_bound: float = 5.0,
+        standardize: bool = False,
     ) -> None:
         super().__init__(
             features,
@@ -121,6 +129,7 @@ class MAF(Flow):
             ),
             linear=linear,
             actnorm=actnorm,
+            standardize=standardize,
         )
 
 
@@ -145,6 +154,7 @@ class IAF(MAF):
 
 class RealNVP(Flow):
     """RealNVP: affine coupling blocks; sampling and scoring each take one pass.
+    ``residual`` and ``standardize`` as in :class:`NSF`.
 
     Examples:
         >>> import pyro_xform
@@ -166,14 +176,17 @@ class RealNVP(Flow):
         linear: str | None = "permutation",
         actnorm: bool = False,
         log_scale_bound: float = 5.0,
+        residual: bool = False,
+        standardize: bool = False,
     ) -> None:
         super().__init__(
             features,
             context,
             transforms=transforms,
-            block=lambda i: AffineCoupling(features, context, hidden, activation, log_scale_bound),
+            block=lambda i: AffineCoupling(features, context, hidden, activation, log_scale_bound, residual),
             linear=linear,
             actnorm=actnorm,
+            standardize=standardize,
         )
 
 
@@ -181,6 +194,10 @@ class NSF(Flow):
     """Neural spline flow: monotone rational-quadratic splines with identity tails outside
     ``[-bound, bound]``, in coupling blocks (``variant="coupling"``, one pass either way)
     or autoregressive blocks (``variant="autoregressive"``, one pass to score).
+
+    ``residual=True`` gives the coupling blocks conditioners of residual blocks (linear at
+    initialization); ``standardize=True`` standardizes the data first (see :class:`Flow`).
+    Both help most when data are few, e.g. neural posterior estimation.
 
     Examples:
         >>> import torch, pyro_xform
@@ -204,15 +221,25 @@ class NSF(Flow):
         activation: str = "relu",
         linear: str | None = "permutation",
         actnorm: bool = False,
+        residual: bool = False,
+        standardize: bool = False,
     ) -> None:
         if variant not in ("coupling", "autoregressive"):
             raise ValueError(f"variant must be 'coupling' or 'autoregressive', got {variant!r}")
+        if residual and variant != "coupling":
+            raise ValueError("residual conditioners are for variant='coupling' (MADE is not residual)")
 
         def block(i: int) -> Bijector:
             if variant == "coupling":
-                return SplineCoupling(features, context, hidden, activation, bins, bound)
+                return SplineCoupling(features, context, hidden, activation, bins, bound, residual)
             return SplineAutoregressive(features, context, hidden, activation, "density", bins, bound)
 
         super().__init__(
-            features, context, transforms=transforms, block=block, linear=linear, actnorm=actnorm
+            features,
+            context,
+            transforms=transforms,
+            block=block,
+            linear=linear,
+            actnorm=actnorm,
+            standardize=standardize,
         )

@@ -2,7 +2,7 @@
 guides, amortized posteriors, diagnostics."""
 
 from . import simulators
-from .amortized import ESTIMATORS, PosteriorEstimator, simulate
+from .amortized import ESTIMATORS, Estimator, PosteriorEstimator, simulate
 from .diagnostics import psis_khat, to_inference_data
 from .guides import AutoXformGuide
 from .reparam import BaseReparam
@@ -11,6 +11,7 @@ __all__ = [
     "ESTIMATORS",
     "AutoXformGuide",
     "BaseReparam",
+    "Estimator",
     "PosteriorEstimator",
     "psis_khat",
     "simulate",

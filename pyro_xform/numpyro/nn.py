@@ -46,11 +46,34 @@ def _linear(module: nn.Linear) -> tuple[jax.Array, jax.Array]:
     return array(weight.T), array(module.bias)
 
 
+def _layers(modules) -> tuple:
+    return tuple(
+        ("linear", *_linear(m))
+        if isinstance(m, nn.Linear)
+        else ("residual", _layers(m.body))
+        if isinstance(m, tnn.Residual)
+        else ("act", _activation(m))
+        for m in modules
+    )
+
+
+def _run(layers: tuple, h: jax.Array) -> jax.Array:
+    for layer in layers:
+        if layer[0] == "linear":
+            h = h @ layer[1] + layer[2]
+        elif layer[0] == "residual":
+            h = h + _run(layer[1], h)
+        else:
+            h = layer[1](h)
+    return h
+
+
 @dataclass(frozen=True)
 class Dense:
     """:math:`f(x, c) = L_K \\circ \\sigma \\circ \\dots \\circ \\sigma(W_x x + b + W_c c)`:
-    the twin of :class:`pyro_xform.nn.MLP` and :class:`pyro_xform.nn.MADE` (whose masks are
-    multiplied into the weights). ``outputs`` reshapes the last axis, as MADE does.
+    the twin of :class:`pyro_xform.nn.MLP` (plain or residual) and
+    :class:`pyro_xform.nn.MADE` (whose masks are multiplied into the weights).
+    ``outputs`` reshapes the last axis, as MADE does.
     """
 
     first: tuple[jax.Array, jax.Array] | None
@@ -66,9 +89,7 @@ class Dense:
         first = _linear(net.first) if net.first is not None else None
         first_bias = array(net.first_bias) if getattr(net, "first_bias", None) is not None else None
         ctx = array(net.context_layer.weight.T) if net.context_layer is not None else None
-        layers = tuple(
-            ("linear", *_linear(m)) if isinstance(m, nn.Linear) else ("act", _activation(m)) for m in net.rest
-        )
+        layers = _layers(net.rest)
         outputs = (net.features, net.params_per_dim) if isinstance(net, tnn.MADE) else None
         return cls(first, first_bias, ctx, layers, outputs)
 
@@ -79,9 +100,7 @@ class Dense:
         return x @ weight + bias
 
     def rest(self, h: jax.Array) -> jax.Array:
-        for layer in self.layers:
-            h = h @ layer[1] + layer[2] if layer[0] == "linear" else layer[1](h)
-        return h
+        return _run(self.layers, h)
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         h = self.pre(x)

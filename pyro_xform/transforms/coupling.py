@@ -28,6 +28,7 @@ class Coupling(Bijector):
         context: context size.
         hidden: hidden sizes of the conditioner MLP.
         activation: activation of the conditioner.
+        residual: a conditioner of residual blocks (see :class:`pyro_xform.nn.MLP`).
 
     References:
         Density estimation using Real NVP (Dinh, Sohl-Dickstein, Bengio, 2016,
@@ -41,12 +42,20 @@ class Coupling(Bijector):
         context: int = 0,
         hidden: Sequence[int] = (64, 64),
         activation: str = "relu",
+        residual: bool = False,
     ) -> None:
         super().__init__(features, context)
         self.transformer = transformer
         self.n_identity = features // 2
         n_out = features - self.n_identity
-        self.net = MLP(self.n_identity, n_out * transformer.params_per_dim, hidden, context, activation)
+        self.net = MLP(
+            self.n_identity,
+            n_out * transformer.params_per_dim,
+            hidden,
+            context,
+            activation,
+            residual=residual,
+        )
 
     def _map(self, v: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         a, b = v[..., : self.n_identity], v[..., self.n_identity :]
@@ -83,8 +92,9 @@ class AffineCoupling(Coupling):
         hidden: Sequence[int] = (64, 64),
         activation: str = "relu",
         log_scale_bound: float = 5.0,
+        residual: bool = False,
     ) -> None:
-        super().__init__(features, Affine(log_scale_bound), context, hidden, activation)
+        super().__init__(features, Affine(log_scale_bound), context, hidden, activation, residual)
 
 
 class SplineCoupling(Coupling):
@@ -108,5 +118,6 @@ class SplineCoupling(Coupling):
         activation: str = "relu",
         bins: int = 8,
         bound: float = 5.0,
+        residual: bool = False,
     ) -> None:
-        super().__init__(features, RQSpline(bins, bound), context, hidden, activation)
+        super().__init__(features, RQSpline(bins, bound), context, hidden, activation, residual)

@@ -49,6 +49,12 @@ REGISTRY = [
     # transforms
     Entry("AffineCoupling", lambda: T.AffineCoupling(D, C, **H), "transform", conditional=True),
     Entry(
+        "AffineCoupling-residual",
+        lambda: T.AffineCoupling(D, C, residual=True, **H),
+        "transform",
+        conditional=True,
+    ),
+    Entry(
         "SplineCoupling",
         lambda: T.SplineCoupling(D, C, bins=4, bound=3.0, **H),
         "transform",
@@ -101,6 +107,12 @@ REGISTRY = [
     Entry("RealNVP", lambda: px.RealNVP(D, C, transforms=2, **H), "family", conditional=True),
     Entry("NSF", lambda: px.NSF(D, transforms=2, bins=4, bound=3.0, **H), "family"),
     Entry("NSF-cond", lambda: px.NSF(D, C, transforms=2, bins=4, bound=3.0, **H), "family", conditional=True),
+    Entry(
+        "NSF-cond-residual-standardize",
+        lambda: px.NSF(D, C, transforms=2, bins=4, bound=3.0, residual=True, standardize=True, **H),
+        "family",
+        conditional=True,
+    ),
     Entry(
         "NSF-AR-cond",
         lambda: px.NSF(D, C, transforms=2, variant="autoregressive", bins=4, bound=3.0, **H),
