@@ -265,3 +265,74 @@ def test_augment_is_applied_to_training_batches_only_and_checked():
     with pytest.raises(ValueError, match="augment must be a function"):
         px.fit(flow, data, steps=3, augment=17, progress=False)
     assert all(torch.equal(v, flow.state_dict()[k]) for k, v in before.items())
+
+
+def test_ema_returns_the_moving_average_of_the_trajectory_and_resumes_exactly(tmp_path):
+    data = data2d(200)
+    torch.manual_seed(0)
+    make = lambda: px.RealNVP(2, transforms=2, hidden=(16,)).double()  # noqa: E731
+    init = {k: v.clone() for k, v in make().state_dict().items()}
+    # The iterates after steps 1..4, by resuming one plain run step by step.
+    path = tmp_path / "plain.pt"
+    iterates = []
+    for k in range(1, 5):
+        model = make()
+        model.load_state_dict(init)
+        px.fit(model, data, steps=k, batch_size=64, seed=3, progress=False, checkpoint=path)
+        iterates.append([p.detach().clone() for p in model.parameters()])
+    decay = 0.9
+    start = make()
+    start.load_state_dict(init)
+    average = [p.detach().clone() for p in start.parameters()]
+    for t, params in enumerate(iterates, 1):
+        d = min(decay, (1 + t) / (10 + t))
+        average = [d * a + (1 - d) * p for a, p in zip(average, params, strict=True)]
+
+    model = make()
+    model.load_state_dict(init)
+    px.fit(model, data, steps=4, batch_size=64, seed=3, progress=False, ema=decay)
+    for a, p in zip(average, model.parameters(), strict=True):
+        assert torch.allclose(a, p, atol=1e-12)
+    assert not all(torch.equal(p, q) for p, q in zip(iterates[-1], model.parameters(), strict=True))
+
+    # Interrupted after 2 steps and resumed: the same average.
+    path = tmp_path / "ema.pt"
+    first = make()
+    first.load_state_dict(init)
+    px.fit(first, data, steps=2, batch_size=64, seed=3, progress=False, ema=decay, checkpoint=path)
+    second = make()
+    px.fit(second, data, steps=4, batch_size=64, seed=3, progress=False, ema=decay, checkpoint=path)
+    assert all(torch.equal(p, q) for p, q in zip(second.parameters(), model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="without an ema"):
+        px.fit(
+            make(),
+            data,
+            steps=6,
+            batch_size=64,
+            seed=3,
+            progress=False,
+            ema=decay,
+            checkpoint=tmp_path / "plain.pt",
+        )
+    with pytest.raises(ValueError, match="ema must be"):
+        px.fit(make(), data, steps=2, progress=False, ema=1.0)
+
+
+def test_ema_validates_and_keeps_the_averaged_parameters():
+    data, held_out = data2d(200), px.datasets.toy("moons", 100, seed=4, dtype=torch.float64)
+    model = px.MAF(2, hidden=(8,)).double()
+    result = px.fit(
+        model,
+        data,
+        steps=30,
+        batch_size=50,
+        lr=1e-2,
+        validation=held_out,
+        eval_every=5,
+        ema=0.9,
+        progress=False,
+        seed=0,
+    )
+    with torch.no_grad():
+        nll = -model().log_prob(held_out).mean()
+    assert math.isclose(float(nll), result.best_val, rel_tol=1e-9)

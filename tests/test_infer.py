@@ -233,3 +233,28 @@ def test_psis_khat_flags_a_mean_field_guide_on_a_funnel():
         svi.step()
     with pytest.warns(UserWarning, match="k-hat"):
         assert psis_khat(funnel, guide, num_particles=2000) > 0.7
+
+
+def test_estimator_defaults_apply_and_yield_to_the_user(monkeypatch):
+    from pyro_xform.infer import amortized
+    from pyro_xform.nn import Residual
+    from pyro_xform.transforms import Standardize
+
+    seen = {}
+    real_fit = amortized.fit
+
+    def spy(model, data, **kwargs):
+        seen.update(kwargs)
+        return real_fit(model, data, **kwargs)
+
+    monkeypatch.setattr(amortized, "fit", spy)
+    pe = PosteriorEstimator(simulators.gaussian_linear, "flow", hidden=(8, 8))
+    pe.train(100, steps=2, progress=False, seed=0)
+    # "full" batches: every training simulation (100 less the 10 held out) in each step.
+    assert seen["batch_size"] == 90 and seen["lr"] == 5e-4 and seen["steps"] == 2
+    assert isinstance(pe.family.transform[-1], Standardize) and bool(pe.family.transform[-1].initialized)
+    residuals = [m for m in pe.family.modules() if isinstance(m, Residual)]
+    assert residuals and all(m.body[1].in_features == 8 for m in residuals)
+    pe = PosteriorEstimator(simulators.gaussian_linear, "flow_matching", hidden=(8,))
+    pe.train(100, steps=2, batch_size=32, progress=False, seed=0)
+    assert seen["batch_size"] == 32 and seen["patience"] == 10**9 and seen["schedule"] == "cosine"

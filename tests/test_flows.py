@@ -1,0 +1,53 @@
+"""Options of the discrete flows that the conformance suite does not single out: residual
+conditioners and data standardization."""
+
+import pytest
+import torch
+
+import pyro_xform as px
+from pyro_xform.nn import MLP, Residual
+from pyro_xform.transforms import Standardize
+
+
+def test_residual_mlp_starts_linear_and_needs_one_width():
+    torch.manual_seed(0)
+    net = MLP(3, 2, hidden=(16, 16), context=2, residual=True, zero_last=False)
+    assert sum(isinstance(m, Residual) for m in net.rest) == 2
+    x, c = torch.randn(50, 3), torch.randn(50, 2)
+    # Near-identity blocks: f(a x + b y) = a f(x) + b f(y) up to the blocks' small start.
+    y = torch.randn(50, 3)
+    bias = net(torch.zeros(50, 3), c)
+    lhs = net(0.3 * x + 0.7 * y, c) - bias
+    rhs = 0.3 * (net(x, c) - bias) + 0.7 * (net(y, c) - bias)
+    assert (lhs - rhs).abs().max() < 1e-2
+    plain = MLP(3, 2, hidden=(16, 16), context=2, zero_last=False)
+    bias = plain(torch.zeros(50, 3), c)
+    gap = plain(0.3 * x + 0.7 * y, c) - bias - 0.3 * (plain(x, c) - bias) - 0.7 * (plain(y, c) - bias)
+    assert gap.abs().max() > 1e-2
+    with pytest.raises(ValueError, match="one width"):
+        MLP(3, 2, hidden=(16, 8), residual=True)
+
+
+def test_residual_is_for_coupling_nsf_only():
+    with pytest.raises(ValueError, match="coupling"):
+        px.NSF(3, residual=True, variant="autoregressive")
+
+
+@pytest.mark.parametrize("make", [px.NSF, px.RealNVP, px.MAF])
+def test_standardize_sets_from_the_data_and_keeps_the_density_of_x(make):
+    torch.manual_seed(0)
+    data = torch.randn(256, 3) * torch.tensor([10.0, 0.1, 1.0]) + torch.tensor([5.0, -2.0, 0.0])
+    flow = make(3, transforms=2, hidden=(8, 8), standardize=True)
+    layer = flow.transform[-1]
+    assert isinstance(layer, Standardize) and not bool(layer.initialized)
+    px.fit(flow, data, steps=1, batch_size=256, progress=False, seed=0)
+    assert torch.allclose(layer.loc, data.mean(0)) and torch.allclose(layer.scale, data.std(0))
+    # log p(x) = log p_blocks((x - mu) / sigma) - sum log sigma
+    x = data[:5]
+    loc, scale = layer.loc.clone(), layer.scale.clone()
+    with torch.no_grad():
+        actual = flow().log_prob(x)
+        layer.loc.zero_()
+        layer.scale.fill_(1.0)
+        expected = flow().log_prob((x - loc) / scale) - scale.log().sum()
+    assert torch.allclose(actual, expected, atol=1e-5)
