@@ -6,9 +6,9 @@
    each estimator (``flow`` = NPE with an NSF, ``flow_matching``, ``diffusion``) is trained
    on ``--simulations`` pairs with its defaults (``pyro_xform.infer.ESTIMATORS``), then its
    posterior is compared with the reference posterior (closed form for Gaussian linear,
-   quadrature for two moons) by C2ST at several
-   observations. Published NPE figures at 10^4 simulations (Lueckmann et al., 2021,
-   arXiv:2101.04653): two moons 0.606, Gaussian linear 0.552.
+   quadrature for two moons) by C2ST at several observations. Published NPE figures at
+   10^4 simulations (Lueckmann et al., 2021, arXiv:2101.04653): two moons 0.606, Gaussian
+   linear 0.552.
 2. A 5-D funnel (v ~ N(0, 3^2), x_i ~ N(0, e^v)): SVI with AutoNormal and with
    AutoXformGuide (NSF), compared by PSIS k-hat (< 0.7: usable).
 3. Pyro's overhead per SVI step with an XformDistribution prior against the same flow as a

@@ -16,11 +16,12 @@ from ..fit import FitResult, fit
 
 __all__ = ["ESTIMATORS", "Estimator", "PosteriorEstimator", "simulate"]
 
-
-# Flow matching and diffusion: a wide field, long cosine runs (a crescent posterior needs
-# them) and an average of the parameters (``ema``), whose validation picks a snapshot far
-# less noisy than the last iterate where a short run would have been better (10-D Gaussian
-# linear memorizes its simulations after a few thousand steps).
+# Flow-matching and score-based (diffusion) posterior estimation: a wide field and long
+# cosine runs (a crescent posterior needs them). Their regression losses plateau long
+# before the samples stop improving, so validation picks the best parameters without
+# stopping the run; it validates an average of the parameters (``ema``), far less noisy
+# than the iterate where a short run would have been better (10-D Gaussian linear
+# memorizes its simulations after a few thousand steps).
 _REGRESSION = dict(steps=30000, batch_size=512, lr=1e-3, schedule="cosine", ema=0.999, patience=10**9)
 
 
@@ -45,9 +46,6 @@ ESTIMATORS = {
         dict(hidden=(50, 50), transforms=5, residual=True, standardize=True),
         dict(batch_size="full", lr=5e-4, steps=5000, eval_every=10, patience=20),
     ),
-    # Flow-matching and score-based (diffusion) posterior estimation. Their regression
-    # losses plateau long before the samples stop improving: the validation split picks
-    # the best parameters but does not stop the run.
     "flow_matching": Estimator("FlowMatching", "cfm", dict(hidden=(256, 256, 256)), dict(_REGRESSION)),
     "diffusion": Estimator("Diffusion", "dsm", dict(hidden=(256, 256, 256)), dict(_REGRESSION)),
 }
