@@ -1,7 +1,9 @@
 """Discrete flows against zuko and nflows, same architecture, one run.
 
 2-D, 4 layers, 2x64 hidden, 8 bins (linear tails on [-5, 5]), batch 512, checkerboard.
-Prints the median train-step time of each model and its ratio to the peers', the overhead
+Prints the median train-step time of each model and its ratio to the peers' (our NSF also
+compiled with ``flow.compile()``, torch's inductor; for fairness zuko's NSF compiled by
+``torch.compile`` too), the overhead
 of fitting through Pyro's SVI (``pyro_xform.fit``) over a raw torch loop on the same flow,
 and the test NLL of each model after a fixed number of steps.
 
@@ -108,6 +110,22 @@ class _Ours(torch.nn.Module):
         return self.xform().log_prob(x)
 
 
+def _compiled_ours():
+    flow = OURS["pyro_xform NSF (coupling)"]()
+    flow.compile()
+    return _Ours(flow)
+
+
+class _CompiledPeer(torch.nn.Module):
+    def __init__(self, peer):
+        super().__init__()
+        self.peer = peer
+        self.score = torch.compile(peer.log_prob)
+
+    def log_prob(self, x):
+        return self.score(x)
+
+
 OURS = {
     "pyro_xform NSF (coupling)": lambda: px.NSF(2, transforms=LAYERS, hidden=H, bins=BINS, bound=BOUND),
     "pyro_xform NSF (AR)": lambda: px.NSF(
@@ -206,15 +224,21 @@ def main() -> None:
     peer = peers()
     torch.distributions.Distribution.set_default_validate_args(validation)  # undo zuko's switch
     models = {k: _Ours(f()) for k, f in OURS.items()} | {k: f() for k, f in peer.items()}
+    models["pyro_xform NSF (coupling), compiled"] = _compiled_ours()
+    models["zuko NSF (AR), compiled"] = _CompiledPeer(peer["zuko NSF (AR)"]())
     print(f"threads={args.threads}, batch={BATCH}, 2-D, {LAYERS} layers, 2x64 hidden, {BINS} bins\n")
     print("train step (forward, backward, Adam), median ms, models interleaved in one run")
     for fused in (False, True):
         ms = step_times(models, train, args.rounds, fused=fused)
         print(f"\n  Adam({'fused' if fused else 'default'})")
         for k, v in ms.items():
-            print(f"  {k:<28} {v:7.2f} ms")
+            print(f"  {k:<36} {v:7.2f} ms")
         for ours, peers_ in [
             ("pyro_xform NSF (coupling)", ["zuko NSF (AR)", "nflows NSF (coupling)"]),
+            (
+                "pyro_xform NSF (coupling), compiled",
+                ["zuko NSF (AR)", "nflows NSF (coupling)", "zuko NSF (AR), compiled"],
+            ),
             ("pyro_xform NSF (AR)", ["zuko NSF (AR)", "nflows NSF (AR)"]),
             ("pyro_xform MAF", ["zuko MAF", "nflows MAF"]),
         ]:

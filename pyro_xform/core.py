@@ -408,5 +408,19 @@ class Xform(nn.Module):
     def forward(self, context: Tensor | None = None) -> XformDistribution:  # pragma: no cover
         raise NotImplementedError
 
+    def compile(self, **options) -> None:
+        """Compile the model's transform in place with ``torch.compile(**options)``, so its
+        distributions score and sample through fused kernels. Calling an ``Xform`` only
+        builds a distribution, so :meth:`torch.nn.Module.compile` would gain nothing; the
+        families that have a compiled path (the discrete flows) override this.
+
+        Raises:
+            NotImplementedError: for a family without a compiled path.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no compiled path; compile() is offered by the discrete flows "
+            "(Flow, MAF, IAF, RealNVP, NSF)"
+        )
+
     def extra_repr(self) -> str:
         return f"features={self.features}, context={self.context_features}"

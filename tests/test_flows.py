@@ -1,5 +1,7 @@
 """Options of the discrete flows that the conformance suite does not single out: residual
-conditioners and data standardization."""
+conditioners, data standardization and compilation."""
+
+import copy
 
 import pytest
 import torch
@@ -51,3 +53,34 @@ def test_standardize_sets_from_the_data_and_keeps_the_density_of_x(make):
         layer.scale.fill_(1.0)
         expected = flow().log_prob((x - loc) / scale) - scale.log().sum()
     assert torch.allclose(actual, expected, atol=1e-5)
+
+
+def test_compiled_flow_scores_and_trains_like_the_eager_one():
+    torch.manual_seed(0)
+    eager = px.NSF(3, context=2, transforms=2, hidden=(8,), actnorm=True, linear="lu")
+    compiled = px.NSF(3, context=2, transforms=2, hidden=(8,), actnorm=True, linear="lu")
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile(backend="aot_eager")  # the same graph machinery, no code generation
+    assert compiled.transform.compiled and not eager.transform.compiled
+    # one batch size throughout: every new shape would compile again
+    x, c = torch.randn(32, 3), torch.randn(32, 2)
+    for model in (eager, compiled):
+        model(c).log_prob(x).sum().backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+    data, context = torch.randn(64, 3), torch.randn(64, 2)
+    runs = [
+        px.fit(m, data, context=context, steps=4, batch_size=32, validation=None, seed=0, progress=False)
+        for m in (eager, compiled)
+    ]
+    assert torch.allclose(torch.tensor(runs[0].losses), torch.tensor(runs[1].losses), rtol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(compiled(c).log_prob(x), eager(c).log_prob(x), atol=1e-5)
+    # state dict, copies and pickles stay those of the eager module
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    assert not copy.deepcopy(compiled).transform.compiled
+
+
+def test_compile_is_refused_by_families_without_a_compiled_path():
+    with pytest.raises(NotImplementedError, match="discrete flows"):
+        px.FlowMatching(2, hidden=(8,)).compile()

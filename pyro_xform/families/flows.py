@@ -85,6 +85,20 @@ class Flow(Xform):
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
         self.transform.initialize(data, context)
 
+    def compile(self, **options) -> None:
+        """Compile the whole chain of blocks, each direction as one graph (see
+        :meth:`pyro_xform.transforms.Bijector.compile`). ``fit`` and Pyro inference then run
+        unchanged; only the transform's arithmetic is fused.
+
+        Examples:
+            >>> import torch, pyro_xform
+            >>> flow = pyro_xform.NSF(2, transforms=2, hidden=(8,))
+            >>> flow.compile(backend="eager")
+            >>> flow().log_prob(torch.zeros(3, 2)).shape
+            torch.Size([3])
+        """
+        self.transform.compile(**options)
+
     def forward(self, context: Tensor | None = None) -> XformDistribution:
         context = self.check_context(context)
         batch_shape = context.shape[:-1] if context is not None else ()

@@ -57,8 +57,47 @@ class Bijector(ConditionalTransformModule):
     def condition(self, context: Tensor | None) -> ConditionedBijector:
         return ConditionedBijector(self, context)
 
+    def compile(self, **options) -> None:
+        """Compile :meth:`forward_and_ladj` and :meth:`inverse_and_ladj` of this bijector in
+        place with ``torch.compile(**options)`` (parameters, state dict and Pyro
+        registration unchanged).
+
+        Small flows spend most of a training step dispatching dozens of tiny tensor
+        operations per layer; compiled, each direction of the whole chain runs as a few
+        fused kernels, forward and backward. The first call compiles (tens of seconds with
+        the default inductor backend); another input shape or the switch between grad and
+        no-grad compiles again. A copy or pickle of the module is eager again.
+
+        Args:
+            **options: passed to :func:`torch.compile`, e.g. ``backend="aot_eager"``
+                (no code generation: quick to compile, no speed-up) or ``dynamic=True``.
+
+        Examples:
+            >>> import torch
+            >>> from pyro_xform.transforms import Chain, Permutation
+            >>> t = Chain([Permutation(3)])
+            >>> t.compile(backend="eager")
+            >>> t.inverse_and_ladj(torch.randn(4, 3))[0].shape
+            torch.Size([4, 3])
+        """
+        for name in _COMPILED:
+            self.__dict__[name] = torch.compile(getattr(type(self), name).__get__(self), **options)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether :meth:`compile` has been called on this bijector."""
+        return all(name in self.__dict__ for name in _COMPILED)
+
+    def __getstate__(self):
+        # Compiled callables do not pickle or deep-copy; the copy runs eagerly.
+        state = super().__getstate__()
+        return {k: v for k, v in state.items() if k not in _COMPILED}
+
     def extra_repr(self) -> str:
         return f"features={self.features}, context={self.context_features}"
+
+
+_COMPILED = ("forward_and_ladj", "inverse_and_ladj")
 
 
 class ConditionedBijector(Transform):
