@@ -17,6 +17,8 @@ __all__ = ["Affine", "RQSpline"]
 
 
 def _broadcast(v: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+    if v.shape == p.shape[:-1]:  # the usual case; broadcast_shapes costs tens of microseconds
+        return v, p
     shape = torch.broadcast_shapes(v.shape, p.shape[:-1])
     return v.expand(shape), p.expand(shape + p.shape[-1:])
 
