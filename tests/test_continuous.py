@@ -421,3 +421,29 @@ def test_maximum_likelihood_with_solver_settings():
     assert result.val_losses[-1] < result.val_losses[0] + 0.05
     with pytest.raises(TypeError):
         px.fit(px.MAF(2), data, objective=MaximumLikelihood(solver="rk4"), steps=1, progress=False)
+
+
+def test_regression_objectives_can_validate_by_likelihood():
+    from pyro_xform.objectives import ConditionalFlowMatching, DenoisingScoreMatching, Reconstruction
+
+    data = px.datasets.toy("moons", n=256)
+    for model, objective in (
+        (px.FlowMatching(2, hidden=(16,)), ConditionalFlowMatching),
+        (px.Diffusion(2, hidden=(16,)), DenoisingScoreMatching),
+    ):
+        by_nll = objective(validation="nll", solver="rk4", steps=4)
+        result = px.fit(model, data, objective=by_nll, steps=6, eval_every=3, validation=0.25, progress=False)
+        assert len(result.val_losses) == 2 and result.best_step in (3, 6)
+        # the figure is the model's negative log-likelihood under those solver settings
+        with torch.no_grad():
+            nll = -model(solver="rk4", steps=4).log_prob(data[:32]).mean()
+            assert float(by_nll.validation_loss(model, data[:32], None)) == pytest.approx(
+                float(nll), rel=1e-5
+            )
+            assert float(objective().validation_loss(model, data[:32], None)) != pytest.approx(float(nll))
+    with pytest.raises(ValueError, match="'loss' or 'nll'"):
+        ConditionalFlowMatching(validation="likelihood")
+    with pytest.raises(ValueError, match="validation='nll' only"):
+        DenoisingScoreMatching(solver="rk4")
+    with pytest.raises(TypeError):
+        Reconstruction(validation="nll")
