@@ -20,7 +20,10 @@ from .core import Xform, is_count
 from .distributed import Distributed, World, fingerprint
 from .objectives import Objective, get_objective
 
-__all__ = ["FitResult", "fit"]
+__all__ = ["SCHEDULES", "FitResult", "fit"]
+
+#: Learning-rate schedules of :func:`fit`.
+SCHEDULES = ("constant", "cosine", "plateau")
 
 
 @dataclass
@@ -129,8 +132,11 @@ def fit(
         steps: total number of optimizer steps (a resumed run continues up to this count).
         batch_size: minibatch size.
         lr: Adam learning rate.
-        schedule: ``"constant"`` or ``"cosine"`` (decays the learning rate from ``lr`` to 0
-            over ``steps``, :math:`\\eta_t = \\tfrac{\\eta}{2}(1 + \\cos(\\pi t / T))`).
+        schedule: ``"constant"``, ``"cosine"`` (decays the learning rate from ``lr`` to 0
+            over ``steps``, :math:`\\eta_t = \\tfrac{\\eta}{2}(1 + \\cos(\\pi t / T))`) or
+            ``"plateau"`` (halves it at every validation measurement that does not improve
+            on the best: the run anneals as soon as it starts to overfit, however many
+            steps that takes; needs ``validation``).
         validation: a fraction of ``data`` to hold out, held-out data, or ``(data, context)``.
             With it, the validation loss is measured every ``eval_every`` steps, training
             stops after ``patience`` measurements without improvement, and the best
@@ -220,8 +226,8 @@ def _checked_arguments(
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if augment is not None and not callable(augment):
         raise ValueError(f"augment must be a function of a batch, got {type(augment).__name__}")
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     model.check_data(data)
     _check_dtype(model, data, "data")
     _check_context(model, context, data.shape[0], "context")
@@ -306,6 +312,8 @@ def _fit(
             torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
 
+    if schedule == "plateau" and validation is None:
+        raise ValueError("schedule='plateau' anneals on validation measurements; give validation")
     val_data = val_context = None
     if validation is not None:
         if isinstance(validation, float):
@@ -351,6 +359,7 @@ def _fit(
         "bad": 0,
         "stopped": False,
         "ema": None,
+        "lr_scale": 1.0,
     }
     config = config_of(model) if checkpoint is not None else None
     if checkpoint is not None:
@@ -427,9 +436,12 @@ def _fit(
                     batch = _augmented(model, augment, batch)
                 batch_context = None if context is None else context[idx]
 
-                if schedule == "cosine":  # a function of the step alone, so a resume needs no state
+                if schedule != "constant":  # a function of the step and the state: resumes exactly
+                    scale = state.get("lr_scale", 1.0)
+                    if schedule == "cosine":
+                        scale = 0.5 * (1 + math.cos(math.pi * state["step"] / steps))
                     for group in (g for optimizer in optimizers for g in optimizer.param_groups):
-                        group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * state["step"] / steps))
+                        group["lr"] = lr * scale
                 value = obj.train_step(
                     model, batch, batch_context, optimizers, step=state["step"] + 1, clip_grad=clip_grad
                 )
@@ -455,6 +467,7 @@ def _fit(
                     else:
                         state["bad"] += 1
                         state["stopped"] = state["bad"] >= patience
+                        state["lr_scale"] = state.get("lr_scale", 1.0) * 0.5
                 if checkpoint is not None and (
                     state["step"] % checkpoint_every == 0 or last or state["stopped"]
                 ):

@@ -244,6 +244,42 @@ def test_cosine_schedule_decays_the_learning_rate_and_resumes_exactly(tmp_path):
     assert flat.losses[0] == full.losses[0] and flat.losses[-1] != full.losses[-1]
 
 
+def test_plateau_schedule_halves_the_learning_rate_when_validation_stalls(monkeypatch):
+    import importlib
+
+    fit_module = importlib.import_module("pyro_xform.fit")
+    data = data2d(200)
+    model = px.MAF(2, hidden=(8,)).double()
+    lrs, scores = [], iter([3.0, 2.0, 2.5, 2.4, 1.0, 1.5] + [9.0] * 10)
+    monkeypatch.setattr(fit_module, "_validate", lambda *args: next(scores))
+    original = px.objectives.descend
+
+    def spy(loss, optimizer, *args):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        return original(loss, optimizer, *args)
+
+    monkeypatch.setattr(px.objectives, "descend", spy)
+    result = px.fit(
+        model,
+        data,
+        steps=12,
+        batch_size=50,
+        lr=0.1,
+        schedule="plateau",
+        validation=0.2,
+        eval_every=2,
+        patience=10,
+        progress=False,
+        seed=0,
+    )
+    # validations at steps 2, 4, ...: 3.0 best, 2.0 best, 2.5 and 2.4 worse (halve twice),
+    # 1.0 best, 1.5 worse (halve once more)
+    assert result.best_step == 10
+    assert lrs == [0.1] * 6 + [0.05] * 2 + [0.025] * 4
+    with pytest.raises(ValueError, match="give validation"):
+        px.fit(model, data, schedule="plateau", progress=False)
+
+
 def test_augment_is_applied_to_training_batches_only_and_checked():
     data = px.datasets.digits().train[:200]
     seen = []

@@ -220,10 +220,10 @@ class PosteriorEstimator:
         dtype = next(family.parameters()).dtype
         theta, x = theta.to(dtype), x.to(dtype)
         self.x_loc, self.x_scale = x.mean(0), x.std(0).clamp_min(1e-8)
-        objective = None
+        objective = fit_kwargs.pop("objective", None)
         if not isinstance(self.estimator, Xform):
             spec = ESTIMATORS[self.estimator]
-            objective = spec.objective
+            objective = spec.objective if objective is None else objective
             fit_kwargs = {**spec.fit_defaults, **fit_kwargs}
         if fit_kwargs.get("batch_size") == "full":
             held_out = max(1, round(validation * len(theta))) if isinstance(validation, float) else 0
