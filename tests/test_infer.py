@@ -257,8 +257,9 @@ def test_estimator_defaults_apply_and_yield_to_the_user(monkeypatch):
     assert residuals and all(m.body[1].in_features == 8 for m in residuals)
     pe = PosteriorEstimator(simulators.gaussian_linear, "flow_matching", hidden=(8,))
     pe.train(100, steps=2, batch_size=32, progress=False, seed=0)
-    assert seen["batch_size"] == 32 and seen["patience"] == 10**9 and seen["schedule"] == "cosine"
-    assert seen["objective"] == "cfm"
+    assert seen["batch_size"] == 32 and seen["patience"] == 12
+    assert seen["objective"].name == "cfm" and seen["objective"].validation == "nll"
+    assert seen["schedule"] == "plateau"
     mle = px.objectives.MaximumLikelihood(solver="rk4", steps=2)
     pe.train(100, steps=1, objective=mle, progress=False, seed=0)
     assert seen["objective"] is mle

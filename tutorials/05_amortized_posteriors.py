@@ -64,8 +64,9 @@ reference = simulators.two_moons_posterior(x_obs, 200 if SMOKE else 5000)
 # %%
 # Each estimator trains with its defaults (`pyro_xform.infer.ESTIMATORS`; any argument
 # overrides them): the flow full-batch with early stopping; flow matching and diffusion for
-# 30,000 minibatch steps on a cosine schedule, validating a moving average of their
-# parameters and keeping the best one.
+# up to 30,000 minibatch steps, validating a moving average of their parameters by its
+# exact likelihood, halving the learning rate whenever that stops improving, and keeping
+# the best one.
 posteriors, scores = {}, {}
 for name in ("flow", "flow_matching", "diffusion"):
     estimator = PosteriorEstimator(simulators.two_moons, name)
