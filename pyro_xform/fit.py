@@ -214,7 +214,7 @@ def fit(
 
 
 def _checked_arguments(
-    model, data, context, objective, steps, batch_size, patience, lr, augment, schedule, ema
+    model, data, context, objective, steps, batch_size, patience, lr, augment, schedule, ema, validation
 ):
     obj = get_objective(objective, model)
     if ema is not None and not (isinstance(ema, float) and 0 < ema < 1):
@@ -228,6 +228,8 @@ def _checked_arguments(
         raise ValueError(f"augment must be a function of a batch, got {type(augment).__name__}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "plateau" and validation is None:
+        raise ValueError("schedule='plateau' anneals on validation measurements; give validation")
     model.check_data(data)
     _check_dtype(model, data, "data")
     _check_context(model, context, data.shape[0], "context")
@@ -284,7 +286,18 @@ def _fit(
     obj = _on_every_rank(
         world,
         lambda: _checked_arguments(
-            model, data, context, objective, steps, batch_size, patience, lr, augment, schedule, ema
+            model,
+            data,
+            context,
+            objective,
+            steps,
+            batch_size,
+            patience,
+            lr,
+            augment,
+            schedule,
+            ema,
+            validation,
         ),
     )
     if world.distributed:  # a checksum reads all the data: only where there is something to compare
@@ -312,8 +325,6 @@ def _fit(
             torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
 
-    if schedule == "plateau" and validation is None:
-        raise ValueError("schedule='plateau' anneals on validation measurements; give validation")
     val_data = val_context = None
     if validation is not None:
         if isinstance(validation, float):
@@ -467,7 +478,8 @@ def _fit(
                     else:
                         state["bad"] += 1
                         state["stopped"] = state["bad"] >= patience
-                        state["lr_scale"] = state.get("lr_scale", 1.0) * 0.5
+                        if schedule == "plateau":
+                            state["lr_scale"] = state.get("lr_scale", 1.0) * 0.5
                 if checkpoint is not None and (
                     state["step"] % checkpoint_every == 0 or last or state["stopped"]
                 ):
