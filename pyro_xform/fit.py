@@ -24,6 +24,10 @@ __all__ = ["SCHEDULES", "FitResult", "fit"]
 
 #: Learning-rate schedules of :func:`fit`.
 SCHEDULES = ("constant", "cosine", "plateau")
+#: Data-dependent initialization (standardizers, ActNorm) sees at least this many rows: a
+#: minibatch of 512 leaves a regression on a 10-D context visibly noisy (0.1 nats on a
+#: 10-D Gaussian posterior); every row would cost memory on large data sets.
+_INIT_ROWS = 10_000
 
 
 @dataclass
@@ -416,8 +420,8 @@ def _fit(
             pending.clear()
 
     if state["step"] == 0:
-        # The first global minibatch, the same on every rank (a data-dependent initialization).
-        first = state["perm"][:global_batch]
+        # The first rows of the shuffle, the same on every rank (a data-dependent initialization).
+        first = state["perm"][: max(global_batch, _INIT_ROWS)]
         model.initialize(data[first], None if context is None else context[first])
     world.broadcast_module(model)
     if ema is not None and state.get("ema") is None:  # after the data-dependent initialization

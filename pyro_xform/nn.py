@@ -256,6 +256,7 @@ class TimeMLP(nn.Module):
         hidden: hidden layer sizes.
         activation: activation name (smooth ones suit ODEs: ``silu``, ``elu``, ``tanh``).
         time_features: size of the Fourier time embedding.
+        zero_last: start the output layer at zero (the field starts as the zero function).
 
     Examples:
         >>> net = TimeMLP(2, context=3, hidden=(16,))
@@ -270,6 +271,7 @@ class TimeMLP(nn.Module):
         hidden: Sequence[int] = (128, 128, 128),
         activation: str = "silu",
         time_features: int = 16,
+        zero_last: bool = False,
     ) -> None:
         super().__init__()
         self.time = TimeEmbedding(time_features)
@@ -279,7 +281,7 @@ class TimeMLP(nn.Module):
             hidden,
             context=self.time.out_features + context,
             activation=activation,
-            zero_last=False,
+            zero_last=zero_last,
         )
         self.features, self.context_features = features, context
 

@@ -447,3 +447,79 @@ def test_regression_objectives_can_validate_by_likelihood():
         DenoisingScoreMatching(solver="rk4")
     with pytest.raises(TypeError):
         Reconstruction(validation="nll")
+
+
+# ------------------------------------------------- Gaussian skip and regression standardization
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: px.FlowMatching(3, path="condot", gaussian_skip=True, standardize=False),
+        lambda: px.FlowMatching(3, path="cosine", gaussian_skip=True, standardize=False),
+        lambda: px.Diffusion(3, gaussian_skip=True, standardize=False),
+    ],
+    ids=["fm-condot", "fm-cosine", "diffusion-vp"],
+)
+def test_gaussian_skip_starts_as_the_standard_gaussian(make):
+    """With the network at its zero start, the field is the exact one between standard
+    Gaussians, so the density is N(0, I) and samples are N(0, I)."""
+    torch.manual_seed(0)
+    model = make().double()
+    x = torch.randn(50, 3, dtype=torch.float64) * 1.5
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(-1)
+    got = model(rtol=1e-9, atol=1e-9).log_prob(x)
+    assert (got - expected).abs().max() < 1e-4
+    draws = model.sample((4000,), solver="rk4", steps=20)
+    assert draws.mean(0).abs().max() < 0.08 and (draws.std(0) - 1).abs().max() < 0.05
+
+
+def test_gaussian_skip_is_in_the_training_loss():
+    """The regression losses train the whole field: at the zero start and on Gaussian data,
+    the skip alone is the optimal field, so its loss is below a plain zero field's."""
+    torch.manual_seed(0)
+    data = torch.randn(4096, 2, dtype=torch.float64)
+    for cls, name in ((px.FlowMatching, "cfm_loss"), (px.Diffusion, "dsm_loss")):
+        losses = []
+        for skip in (True, False):
+            model = cls(2, gaussian_skip=skip, standardize=False).double()
+            torch.nn.init.zeros_(model.network.net.rest[-1].weight)
+            torch.nn.init.zeros_(model.network.net.rest[-1].bias)
+            torch.manual_seed(1)
+            with torch.no_grad():
+                losses.append(float(getattr(model, name)(data)))
+        assert losses[0] < 0.8 * losses[1], (name, losses)
+
+
+def test_regression_standardization_learns_the_linear_part_from_the_context():
+    torch.manual_seed(0)
+    ctx = torch.randn(2000, 2)
+    weight = torch.tensor([[2.0, -1.0], [0.5, 0.0], [0.0, 3.0]])
+    data = ctx @ weight.T + 1.0 + 0.2 * torch.randn(2000, 3)
+    model = px.FlowMatching(3, 2, hidden=(8,), standardize="regression", gaussian_skip=True)
+    px.fit(model, data, context=ctx, steps=1, batch_size=64, progress=False, seed=0)
+    layer = model.standardizer
+    # fit initializes from every row, not from the first minibatch of 64
+    assert torch.allclose(layer.weight, weight, atol=0.03) and torch.allclose(
+        layer.loc, torch.ones(3), atol=0.03
+    )
+    assert torch.allclose(layer.scale_tril.diagonal(), torch.full((3,), 0.2), atol=0.02)
+    # Before training moves it far, the model is the linear-Gaussian fit of x | c.
+    c = torch.tensor([1.0, -1.0])
+    draws = model.sample((4000,), c, solver="rk4", steps=10)
+    assert torch.allclose(draws.mean(0), weight @ c + 1, atol=0.05)
+
+
+def test_regression_standardization_refuses_what_it_cannot_do():
+    from pyro_xform.transforms import ConditionalStandardize
+
+    with pytest.raises(ValueError, match="context"):
+        px.FlowMatching(2, standardize="regression")
+    with pytest.raises(ValueError, match="standardize"):
+        px.Diffusion(2, 1, standardize="whiten")
+    with pytest.raises(ValueError, match="guidance"):
+        px.FlowMatching(2, 1, standardize="regression", guidance_dropout=0.1)
+    with pytest.raises(ValueError, match="context"):
+        ConditionalStandardize(2, 1).initialize(torch.randn(10, 2))
+    # Too few rows to regress on a 4-D context: the intercept alone.
+    layer = ConditionalStandardize(2, 4)
+    layer.initialize(torch.randn(6, 2) + 5, torch.randn(6, 4))
+    assert bool(layer.initialized) and not layer.weight.any() and (layer.loc > 3).all()

@@ -1,5 +1,6 @@
 """The common body of the continuous-time families: an ODE transform of a Gaussian base,
-followed by a fixed standardization, with solver settings chosen per call."""
+followed by a fixed standardization (marginal, or by regression on the context), with
+solver settings chosen per call."""
 
 from __future__ import annotations
 
@@ -7,16 +8,30 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Xform, XformDistribution
-from ..transforms import FIXED_STEP_SOLVERS, Chain, ODETransform, Standardize
+from ..transforms import (
+    FIXED_STEP_SOLVERS,
+    Bijector,
+    Chain,
+    ConditionalStandardize,
+    ODETransform,
+    Standardize,
+)
 
-__all__ = ["ContinuousTimeXform"]
+__all__ = ["STANDARDIZATIONS", "ContinuousTimeXform"]
+
+#: How a continuous-time family standardizes its data (``standardize=True`` is ``"marginal"``).
+STANDARDIZATIONS = ("marginal", "regression")
 
 
 class ContinuousTimeXform(Xform):
     """:math:`x = \\mu + \\sigma \\odot \\Phi(z)`, with :math:`\\Phi` the flow of an ODE
     (an :class:`~pyro_xform.transforms.ODETransform`) and :math:`\\mu, \\sigma` the
     training data's mean and standard deviation (set by :meth:`initialize` when
-    ``standardize``). The density is exact by the instantaneous change of variables.
+    ``standardize``). With ``standardize="regression"`` (conditional models) the last map
+    is instead :math:`x = \\mu + W c + L\\,\\Phi(z)`, the least-squares regression of the
+    data on the context (a :class:`~pyro_xform.transforms.ConditionalStandardize`), so the
+    field learns only what a linear-Gaussian model of :math:`x \\mid c` misses. The
+    density is exact by the instantaneous change of variables.
 
     Calling the model takes the solver settings of that distribution, e.g.
     ``model(context, solver="rk4", steps=10)`` or ``model(trace="hutchinson", probes=4)``
@@ -37,8 +52,14 @@ class ContinuousTimeXform(Xform):
         trace: str,
         probes: int,
         adjoint: bool,
-        standardize: bool,
+        standardize: bool | str,
     ) -> None:
+        if not (isinstance(standardize, bool) or standardize in STANDARDIZATIONS):
+            raise ValueError(
+                f"standardize must be True, False or one of {STANDARDIZATIONS}, got {standardize!r}"
+            )
+        if standardize == "regression" and not context:
+            raise ValueError("standardize='regression' regresses the data on the context; the model has none")
         super().__init__(features, context)
         ode = ODETransform(
             field,
@@ -54,7 +75,12 @@ class ContinuousTimeXform(Xform):
             adjoint=adjoint,
         )
         self.standardize = standardize
-        self.transform = Chain([ode, Standardize(features)])
+        last = (
+            ConditionalStandardize(features, context)
+            if standardize == "regression"
+            else Standardize(features)
+        )
+        self.transform = Chain([ode, last])
 
     @property
     def ode(self) -> ODETransform:
@@ -62,12 +88,14 @@ class ContinuousTimeXform(Xform):
         return self.transform[0]
 
     @property
-    def standardizer(self) -> Standardize:
+    def standardizer(self) -> Bijector:
+        """The fixed map from standardized units to the data (context-dependent with
+        ``standardize="regression"``)."""
         return self.transform[1]
 
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
         if self.standardize:
-            self.standardizer.initialize(data)
+            self.standardizer.initialize(data, context)
 
     @torch.no_grad()
     def sample(self, sample_shape=(), context: Tensor | None = None, **settings) -> Tensor:

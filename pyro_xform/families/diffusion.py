@@ -26,11 +26,18 @@ TIME_SAMPLING = ("uniform", "likelihood")
 
 class _ProbabilityFlow(nn.Module):
     """The probability-flow drift :math:`\\dot x = f(s)x - \\tfrac12 g(s)^2 \\nabla\\log p_s(x)`
-    with the score :math:`-\\varepsilon_\\theta(x, s, c) / \\sigma_s`."""
+    with the score :math:`-\\varepsilon_\\theta(x, s, c) / \\sigma_s`. With ``gaussian_skip``
+    the noise prediction is :math:`\\sigma_s c_{in}(s)\\,u + \\mathrm{net}(u, s, c)` at
+    :math:`u = c_{in}(s)\\,x`: the first term is :math:`\\mathbb E[\\varepsilon \\mid x_s]`
+    for standard Gaussian data, so the network learns the departure from it."""
 
-    def __init__(self, net: TimeMLP, schedule: Schedule) -> None:
+    def __init__(self, net: TimeMLP, schedule: Schedule, gaussian_skip: bool = False) -> None:
         super().__init__()
-        self.net, self.schedule = net, schedule
+        self.net, self.schedule, self.gaussian_skip = net, schedule, gaussian_skip
+
+    def skip_gain(self, s: Tensor) -> Tensor:
+        """:math:`\\sigma_s c_{in}(s)`, the Gaussian noise prediction per unit of :math:`u`."""
+        return self.schedule.sigma(s) * self.input_scale(s)
 
     def input_scale(self, s: Tensor) -> Tensor:
         """:math:`c_{in}(s) = 1 / \\sqrt{\\alpha_s^2 + \\sigma_s^2}`, which keeps the network's
@@ -42,7 +49,12 @@ class _ProbabilityFlow(nn.Module):
         scale = self.input_scale(s)
         if s.dim():
             scale = scale[..., None]
-        return self.net(x * scale, s, context)
+        u = x * scale
+        noise = self.net(u, s, context)
+        if self.gaussian_skip:
+            gain = self.skip_gain(s)
+            noise = noise + (gain[..., None] if s.dim() else gain) * u
+        return noise
 
     def forward(self, x: Tensor, s: Tensor, context: Tensor | None = None) -> Tensor:
         sched = self.schedule
@@ -57,7 +69,11 @@ class _ProbabilityFlow(nn.Module):
         \\nabla_u \\cdot \\varepsilon_\\theta(u)` at :math:`u = c_{in} x` (one time for the batch)."""
         sched = self.schedule
         scale = self.input_scale(s)
-        noise, div = self.net.forward_and_divergence(x * scale, s, context)
+        u = x * scale
+        noise, div = self.net.forward_and_divergence(u, s, context)
+        if self.gaussian_skip:
+            gain = self.skip_gain(s)
+            noise, div = noise + gain * u, div + gain * x.shape[-1]
         k = 0.5 * sched.g2(s) / sched.sigma(s)
         drift = sched.drift(s)
         return drift * x + k * noise, drift * x.shape[-1] + k * scale * div
@@ -85,7 +101,16 @@ class Diffusion(ContinuousTimeXform):
             :math:`3\\sqrt{2 D}`, about the largest distance between standardized points).
         eps: the data end of the time interval (default 1e-3 for VP, 0 for VE).
         solver, steps, rtol, atol, trace, probes, adjoint: default probability-flow ODE settings.
-        standardize: learn on standardized data (the density stays that of the data).
+        standardize: learn on standardized data (the density stays that of the data):
+            ``True``/``"marginal"`` by the data's mean and standard deviation,
+            ``"regression"`` (conditional models) by the least-squares regression of the data
+            on the context and the residuals' covariance (see
+            :class:`~pyro_xform.transforms.ConditionalStandardize`), or ``False``.
+        gaussian_skip: predict the noise as :math:`\\sigma_s c_{in}(s)\\,u +
+            \\varepsilon_\\theta(u, s, c)`, the exact prediction for standard Gaussian data
+            plus a network that starts at zero (a skip connection as in Karras et al., 2022):
+            the model starts as the Gaussian fit of the standardized data, and with
+            ``standardize="regression"`` as the linear-Gaussian fit of :math:`x \\mid c`.
         time_sampling: ``"uniform"`` (the loss above) or ``"likelihood"``: times drawn with
             density :math:`\\propto g^2(s)/\\sigma_s^2`, which turns the noise-prediction loss
             into the likelihood-weighted score-matching loss, a bound on the negative
@@ -107,7 +132,8 @@ class Diffusion(ContinuousTimeXform):
         Diffusion Probabilistic Models (Ho, Jain, Abbeel, 2020, arXiv:2006.11239). Denoising
         Diffusion Implicit Models (Song, Meng, Ermon, 2020, arXiv:2010.02502). Maximum
         likelihood training of score-based diffusion models (Song, Durkan, Murray, Ermon,
-        2021, arXiv:2101.09258).
+        2021, arXiv:2101.09258). Elucidating the Design Space of Diffusion-Based Generative
+        Models (Karras, Aittala, Aila, Laine, 2022, arXiv:2206.00364).
     """
 
     default_objective = "dsm"
@@ -132,8 +158,9 @@ class Diffusion(ContinuousTimeXform):
         trace: str = "exact",
         probes: int = 1,
         adjoint: bool = False,
-        standardize: bool = True,
+        standardize: bool | str = True,
         time_sampling: str = "uniform",
+        gaussian_skip: bool = False,
     ) -> None:
         if time_sampling not in TIME_SAMPLING:
             raise ValueError(f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}")
@@ -148,11 +175,11 @@ class Diffusion(ContinuousTimeXform):
         eps = schedule.eps if eps is None else eps
         if not 0 <= eps < 1 or (sde == "vp" and eps == 0):
             raise ValueError(f"eps must lie in [0, 1) (and be > 0 for VP), got {eps}")
-        net = TimeMLP(features, context, hidden, activation, time_features)
+        net = TimeMLP(features, context, hidden, activation, time_features, gaussian_skip)
         super().__init__(
             features,
             context,
-            field=_ProbabilityFlow(net, schedule),
+            field=_ProbabilityFlow(net, schedule, gaussian_skip),
             time=(1.0, eps),
             solver=solver,
             steps=steps,
@@ -195,7 +222,7 @@ class Diffusion(ContinuousTimeXform):
 
     def dsm_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
         """The denoising score-matching loss (noise prediction) summed over the batch."""
-        x, _ = self.standardizer.inverse_and_ladj(batch)
+        x, _ = self.standardizer.inverse_and_ladj(batch, context)
         s = self.draw_times(x.shape[0], x.dtype, x.device)
         noise = torch.randn_like(x)
         col = s[:, None]
@@ -265,4 +292,4 @@ class Diffusion(ContinuousTimeXform):
                 x = a_r * clean + torch.sqrt((sig_r**2 - c**2).clamp_min(0)) * noise
                 if eta > 0:
                     x = x + c * torch.randn_like(x)
-        return self.standardizer.forward_and_ladj(x)[0]
+        return self.standardizer.forward_and_ladj(x, context)[0]

@@ -14,7 +14,7 @@ from ..nn import TimeMLP
 from ..schedules import CondOT, Cosine, Schedule, VariancePreserving
 from .continuous import ContinuousTimeXform
 
-__all__ = ["COUPLINGS", "PATHS", "FlowMatching", "ot_pairing"]
+__all__ = ["COUPLINGS", "PATHS", "FlowMatching", "gaussian_rate", "ot_pairing"]
 
 #: Probability paths by name.
 PATHS = ("condot", "cosine", "vp")
@@ -22,24 +22,62 @@ PATHS = ("condot", "cosine", "vp")
 COUPLINGS = ("independent", "ot")
 
 
+def gaussian_rate(schedule: Schedule, t: Tensor) -> Tensor:
+    """The velocity of a path between two standard Gaussians is linear, :math:`r(t)\\,x`,
+    with :math:`r = -\\tfrac12 \\tfrac{d}{ds}\\log(\\alpha_s^2 + \\sigma_s^2)` at
+    :math:`s = 1 - t`: the marginal field :math:`\\mathbb E[\\dot x_t \\mid x_t]` when data
+    and noise are independent :math:`\\mathcal N(0, I)` (zero for the variance-preserving
+    ``"cosine"`` and ``"vp"`` paths; :math:`(2t - 1)/(t^2 + (1 - t)^2)` for ``"condot"``).
+
+    Examples:
+        >>> from pyro_xform.schedules import CondOT
+        >>> gaussian_rate(CondOT(), torch.tensor([0.0, 0.25, 1.0]))
+        tensor([-1.0000, -0.8000,  1.0000])
+    """
+    s = 1 - t
+    a, sig = schedule.alpha(s), schedule.sigma(s)
+    return -(a * schedule.d_alpha(s) + sig * schedule.d_sigma(s)) / (a**2 + sig**2)
+
+
+def _column(r: Tensor) -> Tensor:
+    """A rate per row (training) as a column; one rate for the batch (an ODE step) as is."""
+    return r.unsqueeze(-1) if r.dim() else r
+
+
 class _Velocity(nn.Module):
     """:math:`v(x, t, c)` of a network trained with context dropout; ``guidance`` :math:`w`
-    mixes the conditional and unconditional fields, :math:`v_\\varnothing + w (v_c - v_\\varnothing)`."""
+    mixes the conditional and unconditional fields, :math:`v_\\varnothing + w (v_c - v_\\varnothing)`.
+    With a ``skip`` schedule the field is :math:`r(t)\\,x + v_\\theta` (:func:`gaussian_rate`)."""
 
-    def __init__(self, net: TimeMLP, context: int, null_token: bool, guidance: float = 1.0) -> None:
+    def __init__(
+        self,
+        net: TimeMLP,
+        context: int,
+        null_token: bool,
+        guidance: float = 1.0,
+        skip: Schedule | None = None,
+    ) -> None:
         super().__init__()
         self.net, self.context, self.null_token, self.guidance = net, context, null_token, guidance
+        self.skip = skip
 
     @property
     def has_divergence(self) -> bool:
         return hasattr(self.net, "forward_and_divergence")
 
+    def gaussian(self, x: Tensor, t: Tensor) -> Tensor | float:
+        """The Gaussian part :math:`r(t)\\,x` of the field (0 without ``skip``)."""
+        return 0.0 if self.skip is None else _column(gaussian_rate(self.skip, t)) * x
+
     def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None) -> Tensor:
-        return self._guided(self.net, x, t, context)
+        return self._guided(self.net, x, t, context) + self.gaussian(x, t)
 
     def forward_and_divergence(self, x: Tensor, t: Tensor, context: Tensor | None = None):
         """The field and its exact divergence (linear in the field, so guidance mixes both)."""
-        return self._guided(self.net.forward_and_divergence, x, t, context)
+        v, div = self._guided(self.net.forward_and_divergence, x, t, context)
+        if self.skip is None:
+            return v, div
+        return v + self.gaussian(x, t), div + gaussian_rate(self.skip, t) * x.shape[-1]
 
     def _guided(self, net, x, t, context):
         if not self.null_token:
@@ -107,7 +145,17 @@ class FlowMatching(ContinuousTimeXform):
         guidance: default guidance scale :math:`w` (1: plain conditional model).
         solver, steps, rtol, atol, trace, probes, adjoint: default ODE settings (see
             :class:`~pyro_xform.transforms.ODETransform`); each call may change them.
-        standardize: learn on standardized data (the density stays that of the data).
+        standardize: learn on standardized data (the density stays that of the data):
+            ``True``/``"marginal"`` by the data's mean and standard deviation,
+            ``"regression"`` (conditional models) by the least-squares regression of the data
+            on the context and the residuals' covariance (see
+            :class:`~pyro_xform.transforms.ConditionalStandardize`), or ``False``.
+        gaussian_skip: the field is :math:`r(t)\\,x + v_\\theta(x, t, c)`, with :math:`r(t)\\,x`
+            the exact field from :math:`\\mathcal N(0, I)` to :math:`\\mathcal N(0, I)`
+            (:func:`gaussian_rate`) and :math:`v_\\theta` starting at zero: the model starts as
+            the Gaussian fit of the standardized data and learns only the departure from it.
+            With ``standardize="regression"`` it starts as the linear-Gaussian fit of
+            :math:`x \\mid c`, exact for a linear-Gaussian posterior.
 
     Examples:
         >>> import torch, pyro_xform
@@ -145,7 +193,8 @@ class FlowMatching(ContinuousTimeXform):
         trace: str = "exact",
         probes: int = 1,
         adjoint: bool = False,
-        standardize: bool = True,
+        standardize: bool | str = True,
+        gaussian_skip: bool = False,
     ) -> None:
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
@@ -162,12 +211,17 @@ class FlowMatching(ContinuousTimeXform):
             "cosine": Cosine,
             "vp": VariancePreserving,
         }[path]()
+        if guidance_dropout and standardize == "regression":
+            raise ValueError(
+                "classifier-free guidance mixes conditional and unconditional fields in one standardized "
+                "space; standardize='regression' makes that space depend on the context"
+            )
         null_token = guidance_dropout > 0
-        net = TimeMLP(features, context + int(null_token), hidden, activation, time_features)
+        net = TimeMLP(features, context + int(null_token), hidden, activation, time_features, gaussian_skip)
         super().__init__(
             features,
             context,
-            field=_Velocity(net, context, null_token, guidance),
+            field=_Velocity(net, context, null_token, guidance, schedule if gaussian_skip else None),
             time=(0.0, 1.0 - schedule.eps),
             solver=solver,
             steps=steps,
@@ -192,12 +246,13 @@ class FlowMatching(ContinuousTimeXform):
             return self.ode.field
         if guidance != 1.0 and not self.guidance_dropout:
             raise ValueError("guidance needs a model trained with guidance_dropout > 0")
-        return _Velocity(self.network, self.context_features, self.ode.field.null_token, guidance)
+        field = self.ode.field
+        return _Velocity(self.network, self.context_features, field.null_token, guidance, field.skip)
 
     def cfm_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
         """The conditional flow-matching loss summed over the batch (one draw of
         :math:`t` and :math:`x_0` per row)."""
-        x1, _ = self.standardizer.inverse_and_ladj(batch)
+        x1, _ = self.standardizer.inverse_and_ladj(batch, context)
         x0 = torch.randn_like(x1)
         if self.coupling == "ot":
             x0 = ot_pairing(x0, x1)
@@ -211,5 +266,5 @@ class FlowMatching(ContinuousTimeXform):
                 x1.dtype
             )
             context = torch.cat([context * keep, keep], -1)
-        v = self.network(xt, t, context)
+        v = self.network(xt, t, context) + self.ode.field.gaussian(xt, t)
         return (v - target).pow(2).sum()

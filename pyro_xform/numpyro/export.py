@@ -85,9 +85,12 @@ def _field(field) -> object:
     if isinstance(field, TimeMLP):
         return TimeDense.of(field)
     if isinstance(field, _Velocity):
-        return VelocityField(TimeDense.of(field.net), field.context, field.null_token, float(field.guidance))
+        skip = None if field.skip is None else _schedule(field.skip)
+        return VelocityField(
+            TimeDense.of(field.net), field.context, field.null_token, float(field.guidance), skip
+        )
     if isinstance(field, _ProbabilityFlow):
-        return ProbabilityFlowField(TimeDense.of(field.net), _schedule(field.schedule))
+        return ProbabilityFlowField(TimeDense.of(field.net), _schedule(field.schedule), field.gaussian_skip)
     raise NotImplementedError(f"no JAX twin for the velocity field {type(field).__name__}")
 
 
@@ -118,6 +121,10 @@ def export_bijector(bijector: T.Bijector, context: jax.Array | None = None) -> J
         return J.ActNorm(array(bijector.shift), array(bijector.log_scale))
     if isinstance(bijector, T.Standardize):
         return J.Standardize(array(bijector.loc), array(bijector.scale))
+    if isinstance(bijector, T.ConditionalStandardize):
+        return J.ConditionalStandardize(
+            array(bijector.loc), array(bijector.weight), array(bijector.scale_tril), ctx
+        )
     if isinstance(bijector, T.ODETransform):
         if bijector.trace != "exact":
             raise ValueError("only the exact trace exports; call the model with trace='exact'")
@@ -133,7 +140,7 @@ def export_bijector(bijector: T.Bijector, context: jax.Array | None = None) -> J
     raise NotImplementedError(
         f"{type(bijector).__name__} has no NumPyro twin; exportable: Chain, AffineCoupling, "
         "SplineCoupling, AffineAutoregressive, SplineAutoregressive, Permutation, LULinear, ActNorm, "
-        "Standardize, ODETransform"
+        "Standardize, ConditionalStandardize, ODETransform"
     )
 
 

@@ -72,14 +72,26 @@ class Schedule:
 @dataclass(frozen=True)
 class VelocityField:
     """Flow matching's velocity, with classifier-free guidance
-    :math:`v_\\varnothing + w (v_c - v_\\varnothing)` when the network has a null token."""
+    :math:`v_\\varnothing + w (v_c - v_\\varnothing)` when the network has a null token, and
+    the Gaussian part :math:`r(t)\\,x` with a ``skip`` schedule."""
 
     net: object
     context_features: int
     null_token: bool
     guidance: float
+    skip: Schedule | None = None
 
     def __call__(self, x, t, context=None):
+        v = self._guided(x, t, context)
+        if self.skip is None:
+            return v
+        # r = -1/2 d/ds log(alpha^2 + sigma^2) at s = 1 - t
+        energy = lambda s: jnp.log(self.skip.alpha(s) ** 2 + self.skip.sigma(s) ** 2)  # noqa: E731
+        s = 1 - jnp.asarray(t, x.dtype)
+        rate = -0.5 * jax.jvp(energy, (s,), (jnp.ones_like(s),))[1]
+        return v + rate * x
+
+    def _guided(self, x, t, context):
         if not self.null_token:
             return self.net(x, t, context)
         flag = jnp.ones((*context.shape[:-1], 1), x.dtype)
@@ -97,11 +109,14 @@ class ProbabilityFlowField:
 
     net: object
     schedule: Schedule
+    gaussian_skip: bool = False
 
     def __call__(self, x, s, context=None):
         sched = self.schedule
         scale = jax.lax.rsqrt(sched.alpha(s) ** 2 + sched.sigma(s) ** 2)
         noise = self.net(x * scale, s, context)
+        if self.gaussian_skip:
+            noise = noise + sched.sigma(s) * scale**2 * x
         return sched.drift(s) * x + 0.5 * sched.g2(s) / sched.sigma(s) * noise
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "Autoregressive",
     "Bijector",
     "Chain",
+    "ConditionalStandardize",
     "Coupling",
     "LULinear",
     "Permutation",
@@ -327,3 +328,22 @@ class Standardize(Bijector):
 
     def inverse_and_ladj(self, x):
         return (x - self.loc) / self.scale, _batch(jnp.log(self.scale).sum(), x)
+
+
+class ConditionalStandardize(Bijector):
+    """:math:`x = \\mu + W c + L y` with a fixed regression on the context."""
+
+    def __init__(self, loc, weight, scale_tril, context) -> None:
+        self.mean = loc + context @ weight.T
+        self.scale_tril = scale_tril
+        self.ladj = jnp.log(jnp.diagonal(scale_tril)).sum()
+
+    def forward_and_ladj(self, z):
+        x = self.mean + z @ self.scale_tril.T
+        return x, _batch(self.ladj, x)
+
+    def inverse_and_ladj(self, x):
+        r = x - self.mean
+        flat = r.reshape(-1, r.shape[-1]).T
+        z = jax.scipy.linalg.solve_triangular(self.scale_tril, flat, lower=True).T.reshape(r.shape)
+        return z, _batch(self.ladj, r)

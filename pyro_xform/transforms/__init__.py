@@ -6,7 +6,7 @@ from .coupling import AffineCoupling, Coupling, SplineCoupling
 from .elementwise import Affine, RQSpline
 from .generator import Generator, GeneratorTransform
 from .linear import LULinear, Permutation
-from .normalization import ActNorm, Standardize
+from .normalization import ActNorm, ConditionalStandardize, Standardize
 from .ode import FIXED_STEP_SOLVERS, ODETransform
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Autoregressive",
     "Bijector",
     "Chain",
+    "ConditionalStandardize",
     "ConditionedBijector",
     "Coupling",
     "Generator",

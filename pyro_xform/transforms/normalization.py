@@ -1,4 +1,5 @@
-"""Per-coordinate affine layers set from data: learned (ActNorm) or fixed (Standardize)."""
+"""Affine layers set from data: learned per coordinate (ActNorm), fixed per coordinate
+(Standardize), or fixed and conditional on the context (ConditionalStandardize)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from torch import nn
 
 from .base import Bijector
 
-__all__ = ["ActNorm", "Standardize"]
+__all__ = ["ActNorm", "ConditionalStandardize", "Standardize"]
 
 
 class ActNorm(Bijector):
@@ -89,3 +90,81 @@ class Standardize(Bijector):
 
     def inverse_and_ladj(self, x, context=None):
         return (x - self.loc) / self.scale, self.scale.log().sum().expand(x.shape[:-1])
+
+
+class ConditionalStandardize(Bijector):
+    """Fixed affine map given the context, :math:`x = \\mu + W c + L y`, set once by
+    :meth:`initialize` from data by least squares: :math:`(\\mu, W)` regress :math:`x` on
+    :math:`c`, and :math:`L` is the Cholesky factor of the residuals' covariance. The layer
+    after it (towards the base) then sees :math:`y = L^{-1}(x - \\mu - W c)`: what the
+    context does not explain linearly, whitened. A model that is the identity on
+    :math:`y` is the linear-Gaussian fit :math:`\\mathcal N(\\mu + W c, L L^\\top)`, so a
+    conditional family built on this layer only has to learn the departure from it —
+    the Gaussian part of a posterior comes exactly from the regression, not from 10^4
+    noisy gradient steps. :math:`\\log|\\det| = \\sum_i \\log L_{ii}`.
+
+    With fewer than :math:`2 (C + 1)` rows (``C`` the context size) the regression would
+    fit noise, and the layer regresses on the intercept alone (:math:`W = 0`).
+
+    Examples:
+        >>> layer = ConditionalStandardize(1, context=1)
+        >>> c = torch.linspace(-1, 1, 50).unsqueeze(-1)
+        >>> layer.initialize(3 * c + 1 + 0.1 * torch.randn(50, 1), c)
+        >>> round(float(layer.weight), 1), round(float(layer.loc), 1)
+        (3.0, 1.0)
+
+    References:
+        The linear-Gaussian baseline of Benchmarking simulation-based inference (Lueckmann
+        et al., 2021, arXiv:2101.04653); Elucidating the design space of diffusion-based
+        generative models (Karras, Aittala, Aila, Laine, 2022, arXiv:2206.00364) on making
+        the network learn only what a Gaussian does not explain.
+    """
+
+    def __init__(self, features: int, context: int) -> None:
+        if context < 1:
+            raise ValueError("ConditionalStandardize needs a context; use Standardize without one")
+        super().__init__(features, context)
+        self.register_buffer("loc", torch.zeros(features))
+        self.register_buffer("weight", torch.zeros(features, context))
+        self.register_buffer("scale_tril", torch.eye(features))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def initialize(self, x, context=None) -> None:
+        """Set :math:`\\mu, W, L` from data ``x`` and its ``context``, once."""
+        if context is None:
+            raise ValueError("ConditionalStandardize.initialize needs the context of the data")
+        flat = x.detach().reshape(-1, self.features).double()
+        ctx = context.detach().expand(x.shape[:-1] + context.shape[-1:]).reshape(-1, self.context_features)
+        if bool(self.initialized) or flat.shape[0] < 2:
+            return
+        n = flat.shape[0]
+        design = flat.new_ones(n, 1)
+        if n >= 2 * (self.context_features + 1):
+            design = torch.cat([ctx.double(), design], -1)
+        coef = torch.linalg.lstsq(design, flat).solution
+        residual = flat - design @ coef
+        cov = residual.T @ residual / max(n - design.shape[1], 1)
+        # A jitter relative to the residual scale keeps the factor defined for a flat coordinate.
+        floor = cov.diagonal().clamp_min(1e-12) * 1e-6 + 1e-12
+        self.loc.copy_(coef[-1])
+        self.weight.copy_(coef[:-1].T if design.shape[1] > 1 else torch.zeros_like(self.weight))
+        self.scale_tril.copy_(torch.linalg.cholesky(cov + torch.diag(floor)))
+        self.initialized.fill_(True)
+
+    def _mean(self, context):
+        return self.loc + context @ self.weight.T
+
+    def _ladj(self, x):
+        return self.scale_tril.diagonal().log().sum().expand(x.shape[:-1])
+
+    def forward_and_ladj(self, z, context=None):
+        x = self._mean(context) + z @ self.scale_tril.T
+        return x, self._ladj(x)
+
+    def inverse_and_ladj(self, x, context=None):
+        r = x - self._mean(context)
+        # r L^{-T} as one triangular solve over all rows: z L^T = r.
+        flat = r.reshape(-1, self.features)
+        z = torch.linalg.solve_triangular(self.scale_tril.T, flat, upper=True, left=False).reshape(r.shape)
+        return z, self._ladj(r)

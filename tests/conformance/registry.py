@@ -40,6 +40,14 @@ def categorical(k: int) -> Callable[[int], torch.Tensor]:
     return lambda n: torch.randint(0, k, (n, D)).double()
 
 
+def fitted(layer):
+    """A data-dependent layer set from random data with a context (its buffers start inert)."""
+    gen = torch.Generator().manual_seed(2)
+    context = torch.randn(64, C, generator=gen)
+    layer.initialize(context @ torch.randn(C, D, generator=gen) + torch.randn(64, D, generator=gen), context)
+    return layer
+
+
 H = dict(hidden=(16, 16))
 # Continuous-time entries solve tightly, so round trips and log-determinants meet the
 # same tolerances as the discrete ones.
@@ -76,6 +84,12 @@ REGISTRY = [
     Entry("Permutation", lambda: T.Permutation(D, "random", seed=1), "transform"),
     Entry("LULinear", lambda: T.LULinear(D), "transform"),
     Entry("ActNorm", lambda: T.ActNorm(D), "transform"),
+    Entry(
+        "ConditionalStandardize",
+        lambda: fitted(T.ConditionalStandardize(D, C)),
+        "transform",
+        conditional=True,
+    ),
     Entry(
         "Chain",
         lambda: T.Chain([T.ActNorm(D), T.AffineCoupling(D, C, **H), T.LULinear(D)]),
@@ -136,6 +150,18 @@ REGISTRY += [
     ),
     Entry("Diffusion-vp-cond", lambda: px.Diffusion(D, C, **ODE), "family", conditional=True),
     Entry("Diffusion-ve", lambda: px.Diffusion(D, sde="ve", **ODE), "family"),
+    Entry(
+        "FlowMatching-cond-regression-skip",
+        lambda: px.FlowMatching(D, C, standardize="regression", gaussian_skip=True, **ODE),
+        "family",
+        conditional=True,
+    ),
+    Entry(
+        "Diffusion-ve-cond-regression-skip",
+        lambda: px.Diffusion(D, C, sde="ve", standardize="regression", gaussian_skip=True, **ODE),
+        "family",
+        conditional=True,
+    ),
 ]
 
 # Latent-variable and implicit families: not invertible; their density is an estimate, exact
