@@ -155,7 +155,11 @@ class FlowMatching(ContinuousTimeXform):
             (:func:`gaussian_rate`) and :math:`v_\\theta` starting at zero: the model starts as
             the Gaussian fit of the standardized data and learns only the departure from it.
             With ``standardize="regression"`` it starts as the linear-Gaussian fit of
-            :math:`x \\mid c`, exact for a linear-Gaussian posterior.
+            :math:`x \\mid c`, exact for a linear-Gaussian posterior. Off by default: at full
+            budgets it lowers the test NLL (checkerboard 3.740 against 3.816 in
+            ``pyro-xform demo``; digits 2.384 against 2.421 bits/dim), but the zero start
+            slows short runs of small fields (8 Gaussians, 32x32, 400 steps: 4.11 against
+            3.81 nats).
 
     Examples:
         >>> import torch, pyro_xform
