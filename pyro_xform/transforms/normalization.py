@@ -107,6 +107,7 @@ class ConditionalStandardize(Bijector):
     fit noise, and the layer regresses on the intercept alone (:math:`W = 0`).
 
     Examples:
+        >>> _ = torch.manual_seed(0)
         >>> layer = ConditionalStandardize(1, context=1)
         >>> c = torch.linspace(-1, 1, 50).unsqueeze(-1)
         >>> layer.initialize(3 * c + 1 + 0.1 * torch.randn(50, 1), c)
