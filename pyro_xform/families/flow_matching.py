@@ -77,7 +77,8 @@ class _Velocity(nn.Module):
         v, div = self._guided(self.net.forward_and_divergence, x, t, context)
         if self.skip is None:
             return v, div
-        return v + self.gaussian(x, t), div + gaussian_rate(self.skip, t) * x.shape[-1]
+        rate = gaussian_rate(self.skip, t)
+        return v + _column(rate) * x, div + rate * x.shape[-1]
 
     def _guided(self, net, x, t, context):
         if not self.null_token:

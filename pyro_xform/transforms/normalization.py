@@ -136,9 +136,9 @@ class ConditionalStandardize(Bijector):
         if context is None:
             raise ValueError("ConditionalStandardize.initialize needs the context of the data")
         flat = x.detach().reshape(-1, self.features).double()
-        ctx = context.detach().expand(x.shape[:-1] + context.shape[-1:]).reshape(-1, self.context_features)
         if bool(self.initialized) or flat.shape[0] < 2:
             return
+        ctx = context.detach().expand(x.shape[:-1] + context.shape[-1:]).reshape(-1, self.context_features)
         n = flat.shape[0]
         design = flat.new_ones(n, 1)
         if n >= 2 * (self.context_features + 1):
