@@ -373,6 +373,11 @@ class Xform(nn.Module):
     def event_shape(self) -> torch.Size:
         return torch.Size((self.features,))
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's tensors (its base buffers follow ``.to()``)."""
+        return self.base_loc.device
+
     def base(self, batch_shape=()) -> torch.distributions.Distribution:
         """The standard normal base distribution with the given batch shape."""
         return pdist.Normal(self.base_loc, self.base_scale).to_event(1).expand(torch.Size(batch_shape))

@@ -95,8 +95,9 @@ class _Parameters(nn.Module):
 
 
 class GradientSync:
-    """Attached by :func:`fit` to an optimizer as ``optimizer.gradient_sync``; read by
-    :func:`pyro_xform.objectives.descend`."""
+    """The gradient sum over the ranks of one optimizer's parameters, for
+    :class:`pyro_xform.descent.GuardedStep`: calling it on the loss prepares DDP's reducer
+    for the backward pass."""
 
     def __init__(self, world: World, params: list[nn.Parameter]) -> None:
         from torch.nn.parallel import DistributedDataParallel
@@ -224,18 +225,15 @@ class World:
             return idx
         return torch.tensor_split(idx, self.size)[self.rank]
 
-    def sync(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        """Wrap each optimizer's parameters in DDP (``optimizer.gradient_sync``)."""
+    def gradient_syncs(self, optimizers: list[torch.optim.Optimizer]) -> list[GradientSync | None]:
+        """For each optimizer, the DDP wrapper of its parameters that sums their gradients
+        over the ranks during the backward pass (``None`` in a one-process world)."""
         if not self.distributed:
-            return
-        for optimizer in optimizers:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            optimizer.gradient_sync = GradientSync(self, params)
-
-    def unsync(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        for optimizer in optimizers:
-            if hasattr(optimizer, "gradient_sync"):
-                del optimizer.gradient_sync
+            return [None] * len(optimizers)
+        return [
+            GradientSync(self, [p for group in optimizer.param_groups for p in group["params"]])
+            for optimizer in optimizers
+        ]
 
 
 def _same(a: Any, b: Any) -> bool:

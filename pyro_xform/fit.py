@@ -17,8 +17,10 @@ from tqdm.auto import tqdm
 
 from .checkpoint import FORMAT, atomic_save, config_of, read
 from .core import Xform, is_count
+from .descent import FINITE, LOSS_NOT_FINITE, GuardedStep
 from .distributed import Distributed, World, fingerprint
 from .objectives import Objective, get_objective
+from .rng import get_rng_states, set_rng_states
 
 __all__ = ["SCHEDULES", "FitResult", "fit"]
 
@@ -28,6 +30,8 @@ SCHEDULES = ("constant", "cosine", "plateau")
 #: minibatch of 512 leaves a regression on a 10-D context visibly noisy (0.1 nats on a
 #: 10-D Gaussian posterior); every row would cost memory on large data sets.
 _INIT_ROWS = 10_000
+#: Steps between reads of the training losses from the device (each read waits for it).
+_READ_EVERY = 50
 
 
 @dataclass
@@ -190,8 +194,7 @@ def fit(
     started = time.perf_counter()
     if not isinstance(model, Xform):
         raise ValueError(f"model must be a pyro_xform.Xform, got {type(model).__name__}")
-    param = next(model.parameters(), None)
-    world = World.start(distributed, param.device if param is not None else torch.device("cpu"))
+    world = World.start(distributed, model.device)
     return _fit(
         world,
         started,
@@ -287,6 +290,7 @@ def _fit(
     progress,
     seed,
 ) -> FitResult:
+    device = model.device
     obj = _on_every_rank(
         world,
         lambda: _checked_arguments(
@@ -381,13 +385,13 @@ def _fit(
         # Rank 0 reads the file and shares it: the other ranks may not see its disk.
         saved = world.broadcast(read(checkpoint) if world.rank == 0 and os.path.exists(checkpoint) else None)
         if saved is not None:
-            state = _resume(checkpoint, saved, config, model, optimizers, generator, n, world)
+            state = _resume(checkpoint, saved, config, model, optimizers, generator, n, world, device)
             if (state.get("ema") is None) != (ema is None):
                 had = "without" if state.get("ema") is None else "with"
                 raise ValueError(f"checkpoint {checkpoint} was written {had} an ema; resume it the same way")
 
     def save_checkpoint() -> None:
-        rngs = world.gather(torch.get_rng_state())
+        rngs = world.gather(get_rng_states(device))
         if world.rank != 0:
             return
         current = _clone_state(model)
@@ -409,25 +413,31 @@ def _fit(
             best = current
         atomic_save({"format": FORMAT, "config": config, "state_dict": best, "resume": resume}, checkpoint)
 
-    pending: list[tuple[float, int]] = []
+    log = _LossLog(state["losses"], obj.loss_names(), world)
+    batches = _Batches(state, data, context, generator, world, batch_size, device)
 
     def reduce_losses() -> None:
-        """Replace this rank's recent losses by those of the global minibatches."""
-        if pending:
-            sums = world.all_sum([v for v, _ in pending] + [c for _, c in pending])
-            k = len(pending)
+        """Read the losses off the device; replace this rank's by those of the global minibatches."""
+        log.read()
+        if log.pending:
+            sums = world.all_sum([v for v, _ in log.pending] + [c for _, c in log.pending])
+            k = len(log.pending)
             state["losses"][-k:] = [total / count for total, count in zip(sums[:k], sums[k:], strict=True)]
-            pending.clear()
+            log.pending.clear()
 
     if state["step"] == 0:
         # The first rows of the shuffle, the same on every rank (a data-dependent initialization).
-        first = state["perm"][: max(global_batch, _INIT_ROWS)]
-        model.initialize(data[first], None if context is None else context[first])
+        model.initialize(*batches.take(state["perm"][: max(global_batch, _INIT_ROWS)]))
     world.broadcast_module(model)
     if ema is not None and state.get("ema") is None:  # after the data-dependent initialization
         state["ema"] = [p.detach().clone() for p in model.parameters()]
     averaged = _Averaged(model, state["ema"]) if ema is not None else None
-    world.sync(optimizers)
+    if averaged is not None:
+        state["ema"] = averaged.average  # on the parameters' devices
+    guarded = [
+        GuardedStep(optimizer, clip_grad, sync)
+        for optimizer, sync in zip(optimizers, world.gradient_syncs(optimizers), strict=True)
+    ]
     was_training = model.training
     model.train()
     bar = tqdm(
@@ -441,15 +451,9 @@ def _fit(
     with pyro.validation_enabled(False):
         try:
             while state["step"] < steps and not state["stopped"]:
-                # A tail with less than one row per rank ends the epoch.
-                if state["pos"] + world.size > n:
-                    state["perm"], state["pos"] = torch.randperm(n, generator=generator), 0
-                idx = world.share(state["perm"][state["pos"] : state["pos"] + global_batch])
-                state["pos"] += global_batch
-                batch = data[idx]
+                batch, batch_context = batches.next()
                 if augment is not None:
                     batch = _augmented(model, augment, batch)
-                batch_context = None if context is None else context[idx]
 
                 if schedule != "constant":  # a function of the step and the state: resumes exactly
                     scale = state.get("lr_scale", 1.0)
@@ -457,23 +461,24 @@ def _fit(
                         scale = 0.5 * (1 + math.cos(math.pi * state["step"] / steps))
                     for group in (g for optimizer in optimizers for g in optimizer.param_groups):
                         group["lr"] = lr * scale
-                value = obj.train_step(
-                    model, batch, batch_context, optimizers, step=state["step"] + 1, clip_grad=clip_grad
-                )
-                if world.distributed:  # summed over the ranks later, in one collective
-                    pending.append((value * idx.shape[0], idx.shape[0]))
                 state["step"] += 1
+                statuses, value = [], None
+                for group, loss in obj.losses(model, batch, batch_context, state["step"]):
+                    statuses.append((group, guarded[group](loss)))
+                    value = loss.detach() if group == 0 else value
+                log.add(state["step"], value, statuses, batch.shape[0])
                 if averaged is not None:
                     averaged.update(min(ema, (1 + state["step"]) / (10 + state["step"])))
-                state["losses"].append(value)
                 bar.update(1)
-                if state["step"] % 10 == 0 or state["step"] == steps:
-                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
 
                 last = state["step"] == steps
-                if val_data is not None and (state["step"] % eval_every == 0 or last):
+                validating = val_data is not None and (state["step"] % eval_every == 0 or last)
+                if validating or state["step"] % _READ_EVERY == 0 or last:
+                    log.read()  # raises FloatingPointError on a skipped non-finite step
+                    bar.set_postfix(loss=f"{state['losses'][-1]:.4f}", refresh=False)
+                if validating:
                     with averaged or contextlib.nullcontext():
-                        val = _validate(obj, model, val_data, val_context, batch_size, world)
+                        val = _validate(obj, model, batches, val_data, val_context, batch_size)
                         best = _clone_state(model) if val < state["best_val"] else None
                     state["val_steps"].append(state["step"])
                     state["val_losses"].append(val)
@@ -501,7 +506,6 @@ def _fit(
             ) from e
         finally:
             bar.close()
-            world.unsync(optimizers)
             model.train(was_training)
 
     if state["best"] is not None:
@@ -523,6 +527,91 @@ def _fit(
     )
 
 
+def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        tensor = tensor.pin_memory()  # so the copy below overlaps with the device's work
+    return tensor.to(device, non_blocking=True)
+
+
+class _Batches:
+    """Minibatches without replacement, reshuffled every epoch (``state["perm"]``,
+    ``state["pos"]``: the position in the shuffle, kept in the checkpoint), moved to the
+    model's device. The data may live anywhere: a data set rarely fits on a GPU."""
+
+    def __init__(self, state, data, context, generator, world: World, batch_size: int, device) -> None:
+        self.state, self.data, self.context, self.generator = state, data, context, generator
+        self.world, self.device = world, device
+        self.global_batch = batch_size * world.size
+        self._perm: tuple[Tensor, Tensor] | None = None  # the shuffle, and its copy on the data's device
+
+    def take(self, idx: Tensor, data: Tensor | None = None, context: Tensor | None = None):
+        """Rows ``idx`` of the data (or of ``data``/``context``) and their context, on the device."""
+        if data is None:
+            data, context = self.data, self.context
+        rows = [None if t is None else _to_device(t[idx.to(t.device)], self.device) for t in (data, context)]
+        return rows[0], rows[1]
+
+    def next(self) -> tuple[Tensor, Tensor | None]:
+        state, n = self.state, self.data.shape[0]
+        if state["pos"] + self.world.size > n:  # a tail with less than one row per rank ends the epoch
+            state["perm"], state["pos"] = torch.randperm(n, generator=self.generator), 0
+        if self._perm is None or self._perm[0] is not state["perm"]:
+            # Indexing data on a GPU with CPU indices would copy the indices every step.
+            self._perm = (state["perm"], state["perm"].to(self.data.device))
+        idx = self.world.share(self._perm[1][state["pos"] : state["pos"] + self.global_batch])
+        state["pos"] += self.global_batch
+        return self.take(idx)
+
+
+class _LossLog:
+    """The training losses, kept on the device until :meth:`read` (reading each step's would
+    make the host wait for the device at every step), with the statuses of the guarded steps
+    (:class:`~pyro_xform.descent.GuardedStep`), checked when they are read."""
+
+    def __init__(self, losses: list[float], names: list[str], world: World) -> None:
+        self.losses, self.names, self.world = losses, names, world
+        self._steps: list[tuple[int, Tensor, list[tuple[int, Tensor]], int]] = []
+        #: (loss x rows, rows) of every read step, for the distributed mean over the ranks.
+        self.pending: list[tuple[float, int]] = []
+
+    def add(self, step: int, loss: Tensor, statuses: list[tuple[int, Tensor]], rows: int) -> None:
+        """Step ``step``'s loss (summed over its ``rows`` examples) and its guarded steps' statuses."""
+        self._steps.append((step, loss, statuses, rows))
+
+    def read(self) -> None:
+        """Append the unread losses to ``losses``.
+
+        Raises:
+            FloatingPointError: a step's loss or gradient was NaN/Inf (that step was skipped).
+        """
+        if not self._steps:
+            return
+        steps, self._steps = self._steps, []
+        codes = torch.stack([torch.stack([code for _, code in s[2]]) for s in steps]).tolist()
+        for (step, _, statuses, _), row in zip(steps, codes, strict=True):
+            for (group, _), code in zip(statuses, row, strict=True):
+                if code != FINITE:
+                    self._fail(step, self.names[group], code)
+        sums = torch.stack([s[1] for s in steps]).tolist()
+        self.losses.extend(total / s[3] for total, s in zip(sums, steps, strict=True))
+        if self.world.distributed:
+            self.pending.extend((total, s[3]) for total, s in zip(sums, steps, strict=True))
+
+    def _fail(self, step: int, name: str, code: int) -> None:
+        if code == LOSS_NOT_FINITE:
+            cause = f"the {name} became NaN/Inf" + (" on this rank" if self.world.distributed else "")
+        else:
+            cause = f"the gradient of the {name} became NaN/Inf" + (
+                " (on this or another rank)" if self.world.distributed else ""
+            )
+        raise FloatingPointError(
+            f"{cause} at step {step}; that step was skipped and the parameters are finite, those "
+            "of the last good step (try a smaller lr, clip_grad, or check the data)"
+        )
+
+
 class _Averaged:
     """An exponential moving average of a model's parameters, held in ``average`` (a list
     in the order of ``model.parameters()``); ``with`` it, the model holds the average."""
@@ -531,7 +620,8 @@ class _Averaged:
         self.params = list(model.parameters())
         if len(average) != len(self.params):
             raise ValueError("the saved parameter average does not match the model")
-        self.average = average
+        # A resumed average was read onto the CPU.
+        self.average = [a.to(p.device) for a, p in zip(average, self.params, strict=True)]
 
     @torch.no_grad()
     def update(self, decay: float) -> None:
@@ -571,23 +661,21 @@ def _adam(params: list[Tensor], lr: float, weight_decay: float, options: dict) -
 
 @torch.no_grad()
 def _validate(
-    obj, model: Xform, data: Tensor, context: Tensor | None, batch_size: int, world: World
+    obj, model: Xform, batches: _Batches, data: Tensor, context: Tensor | None, batch_size: int
 ) -> float:
     # Each rank measures its share; the figure is the all-reduced mean over all of the data.
+    world = batches.world
     mine = world.share(torch.arange(data.shape[0]))
-    data = data[mine]
-    context = None if context is None else context[mine]
     total, chunk = 0.0, max(batch_size, 1024)
-    for i in range(0, data.shape[0], chunk):
-        batch = data[i : i + chunk]
-        ctx = None if context is None else context[i : i + chunk]
+    for i in range(0, mine.shape[0], chunk):
+        batch, ctx = batches.take(mine[i : i + chunk], data, context)
         total += float(obj.validation_loss(model, batch, ctx)) * batch.shape[0]
-    total, count = world.all_sum([total, data.shape[0]])
+    total, count = world.all_sum([total, mine.shape[0]])
     value = total / count
     return value if math.isfinite(value) else math.inf
 
 
-def _resume(path, saved, config, model, optimizers, generator, n, world: World) -> dict:
+def _resume(path, saved, config, model, optimizers, generator, n, world: World, device) -> dict:
     if saved["config"] != config:
         raise ValueError(f"checkpoint {path} was written for another model: {saved['config']}")
     resume = saved.get("resume")
@@ -608,9 +696,9 @@ def _resume(path, saved, config, model, optimizers, generator, n, world: World) 
         optimizer.load_state_dict(saved_state)
     rng, rngs = resume.pop("rng"), resume.pop("rngs", None)
     if not world.distributed:
-        torch.set_rng_state(rng)
+        set_rng_states(rng, device)
     elif rngs is not None and len(rngs) == world.size:
-        torch.set_rng_state(rngs[world.rank])  # the same world: the same run, bit for bit
+        set_rng_states(rngs[world.rank], device)  # the same world: the same run, bit for bit
     else:  # another world size: fresh, distinct streams
         torch.manual_seed(_rank_seed(int(torch.randint(2**62, (), generator=generator)), world.rank))
     generator.set_state(resume.pop("gen"))

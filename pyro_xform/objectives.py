@@ -4,32 +4,31 @@ Regression objectives (``"cfm"``, ``"dsm"``) draw their own noise and times from
 global generator (seeded by ``fit``); their validation figure uses a fixed seed so that
 successive measurements are comparable.
 
-Maximum likelihood goes through Pyro: the loss is the log-probability of a Pyro trace of
-the model ``pyro.sample("x", model(context), obs=batch)`` (inside a ``pyro.plate``), i.e.
-exactly what a hand-written Pyro SVI loop with an empty guide minimizes. The ELBO of a
-latent-variable model goes through Pyro too, on the model's own ``model``/``guide`` pair.
+Maximum likelihood is the negative log-density read off the model's distribution: exactly
+what a hand-written Pyro SVI loop with an empty guide minimizes for
+``pyro.sample("x", model(context), obs=batch)``. The ELBO of a latent-variable model goes
+through Pyro, on the model's own ``model``/``guide`` pair.
 
-An objective owns its optimizer step (:meth:`Objective.train_step`), so an adversarial
-objective can alternate its two optimizers inside the same :func:`~pyro_xform.fit` loop.
-Objectives with options are passed to ``fit`` as instances, e.g.
-``fit(vae, data, objective=ELBO(beta=0.5, anneal_steps=1000))``.
+An objective computes losses, one per parameter group it trains (:meth:`Objective.losses`);
+the optimizer steps are :func:`~pyro_xform.fit`'s. An adversarial objective yields its
+discriminator's and its generator's losses in turn. Objectives with options are passed to
+``fit`` as instances, e.g. ``fit(vae, data, objective=ELBO(beta=0.5, anneal_steps=1000))``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import pyro
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import Tensor
 
 from .core import Xform, is_count
+from .metrics import sliced_wasserstein
+from .rng import fixed_seed
 
 __all__ = [
     "ELBO",
@@ -44,63 +43,13 @@ __all__ = [
 ]
 
 
-@contextlib.contextmanager
-def _fixed_seed():
-    """The same draws at every validation measurement: a fixed seed, without touching the
-    training stream."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        yield
-
-
-def descend(
-    loss: Tensor, optimizer: torch.optim.Optimizer, clip_grad: float | None, what: str, step: int
-) -> None:
-    """One guarded gradient step: refuse a non-finite loss or gradient before anything changes.
-
-    Under :mod:`torch.distributed`, ``fit`` attaches ``optimizer.gradient_sync``: DDP sums
-    the gradients over the ranks during the backward pass, and a non-finite loss on any rank
-    makes every rank refuse the step.
-
-    Raises:
-        FloatingPointError: the loss or the gradient norm is NaN/Inf; no parameter moved.
-    """
-    sync = getattr(optimizer, "gradient_sync", None)
-    finite = bool(torch.isfinite(loss.detach()).all())
-    if not finite and sync is None:
-        raise FloatingPointError(
-            f"the {what} became {float(loss.detach())} at step {step}; the parameters are those of "
-            "the last good step (try a smaller lr, clip_grad, or check the data)"
-        )
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    optimizer.zero_grad(set_to_none=True)
-    if sync is not None:
-        # A non-finite loss on one rank poisons the summed gradient on all of them, so every
-        # rank refuses the step below, with no extra collective.
-        loss = sync(loss if finite else loss * math.nan)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(params, math.inf if clip_grad is None else clip_grad)
-    if not torch.isfinite(norm):
-        optimizer.zero_grad(set_to_none=True)
-        cause = (
-            f"the {what} became NaN/Inf on this rank"
-            if not finite
-            else f"the gradient of the {what} became NaN/Inf"
-            + ("" if sync is None else " (on this or another rank)")
-        )
-        raise FloatingPointError(
-            f"{cause} at step {step}; the parameters are those of the last good step "
-            "(try a smaller lr, clip_grad, or check the data)"
-        )
-    optimizer.step()
-
-
 class Objective:
     """A training objective. ``loss`` is minimized; ``loss / batch size`` is reported.
 
     ``validation_loss`` is the per-example figure used for early stopping.
     :meth:`parameter_groups` says which parameters each optimizer trains (one group:
-    one optimizer) and :meth:`train_step` takes one step with them.
+    one optimizer, named in :meth:`loss_names`) and :meth:`losses` yields the loss of each
+    step of one training iteration, with the index of the group it trains.
     """
 
     name: ClassVar[str] = ""
@@ -119,40 +68,23 @@ class Objective:
     def parameter_groups(self, model: Xform) -> list[list[torch.nn.Parameter]]:
         return [[p for p in model.parameters() if p.requires_grad]]
 
-    def train_step(
-        self,
-        model: Xform,
-        batch: Tensor,
-        context: Tensor | None,
-        optimizers: list[torch.optim.Optimizer],
-        *,
-        step: int,
-        clip_grad: float | None = None,
-    ) -> float:
-        """One optimizer step (``step`` counts from 1); returns the loss per example."""
-        loss = self.loss(model, batch, context)
-        descend(loss, optimizers[0], clip_grad, f"{self.name} loss", step)
-        return float(loss.detach()) / batch.shape[0]
+    def loss_names(self) -> list[str]:
+        """What each parameter group's loss is called in messages."""
+        return [f"{self.name} loss"]
 
-
-@functools.lru_cache(maxsize=4)
-def _data_plate(size: int) -> pyro.plate:
-    # Building a plate samples its subsample indices through the effect stack, a tenth of
-    # a small flow's step; a full-size plate's indices never change, so it is reused.
-    return pyro.plate("data", size)
-
-
-def _mle_model(model: Xform, batch: Tensor, context: Tensor | None, settings: dict | None = None) -> None:
-    with _data_plate(batch.shape[0]):
-        pyro.sample("x", model(context, **(settings or {})), obs=batch)
+    def losses(
+        self, model: Xform, batch: Tensor, context: Tensor | None, step: int
+    ) -> Iterator[tuple[int, Tensor]]:
+        """The ``(group, loss)`` pairs of training iteration ``step`` (counting from 1), in
+        order; the caller takes an optimizer step on each before asking for the next. The
+        iteration's reported loss is the last one of group 0."""
+        yield 0, self.loss(model, batch, context)
 
 
 class MaximumLikelihood(Objective):
-    """Negative log-likelihood :math:`-\\sum_i \\log p_\\theta(x_i \\mid c_i)`, computed by
-    Pyro on an observed site, ``pyro.sample("x", model(c), obs=x)`` under a data plate: the
-    trace's log-probability sum, which is what ``Trace_ELBO`` returns for this model with an
-    empty guide (effect handlers such as ``poutine.scale`` apply), without the guide trace
-    and replay that would double Pyro's bookkeeping.
+    """Negative log-likelihood :math:`-\\sum_i \\log p_\\theta(x_i \\mid c_i)`, read off the
+    model's distribution: what ``Trace_ELBO`` returns for ``pyro.sample("x", model(c), obs=x)``
+    under a data plate with an empty guide, without Pyro's trace bookkeeping.
 
     Args:
         **settings: passed to the model's call, ``model(context, **settings)`` — e.g. a cheaper
@@ -178,8 +110,7 @@ class MaximumLikelihood(Objective):
         return model.log_prob_kind == "exact"
 
     def loss(self, model, batch, context):
-        trace = poutine.trace(_mle_model).get_trace(model, batch, context, self.settings)
-        return -trace.log_prob_sum()
+        return -model(context, **self.settings).log_prob(batch).sum()
 
     def validation_loss(self, model, batch, context):
         return -model(context, **self.settings).log_prob(batch).mean()
@@ -216,7 +147,7 @@ class _Regression(Objective):
     def validation_loss(self, model, batch, context):
         if self.validation == "nll":
             return -model(context, **self.settings).log_prob(batch).mean()
-        with _fixed_seed():
+        with fixed_seed(batch.device):
             return self.loss(model, batch, context) / batch.shape[0]
 
 
@@ -317,13 +248,14 @@ class ELBO(Objective):
         )
 
     def validation_loss(self, model, batch, context):
-        with _fixed_seed():
+        with fixed_seed(batch.device):
             return self.loss(model, batch, context) / batch.shape[0]
 
-    def train_step(self, model, batch, context, optimizers, *, step, clip_grad=None):
-        loss = self.loss(model, batch, context, kl_weight=self.kl_weight(step))
-        descend(loss, optimizers[0], clip_grad, "negative ELBO", step)
-        return float(loss.detach()) / batch.shape[0]
+    def loss_names(self) -> list[str]:
+        return ["negative ELBO"]
+
+    def losses(self, model, batch, context, step):
+        yield 0, self.loss(model, batch, context, kl_weight=self.kl_weight(step))
 
 
 class Adversarial(Objective):
@@ -410,36 +342,27 @@ class Adversarial(Objective):
         return self.generator_loss(model, model.generate(batch.shape[0], context), context)
 
     def validation_loss(self, model, batch, context):
-        from .metrics import sliced_wasserstein
-
-        with _fixed_seed():
+        with fixed_seed(batch.device):
             fake = model.generate(batch.shape[0], context)
         return torch.tensor(sliced_wasserstein(fake, batch))
 
-    def train_step(self, model, batch, context, optimizers, *, step, clip_grad=None):
-        g_opt, d_opt = optimizers
-        n = batch.shape[0]
+    def loss_names(self) -> list[str]:
+        return ["generator loss", "discriminator loss"]
+
+    def losses(self, model, batch, context, step):
         for _ in range(self.d_steps):
             with torch.no_grad():
-                fake = model.generate(n, context)
-            descend(
-                self.discriminator_loss(model, batch, fake, context),
-                d_opt,
-                clip_grad,
-                "discriminator loss",
-                step,
-            )
+                fake = model.generate(batch.shape[0], context)
+            yield 1, self.discriminator_loss(model, batch, fake, context)
         # The discriminator is held fixed in the generator's step: no gradient is spent on it.
         frozen = [p for p in model.discriminator.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
         try:
-            loss = self.loss(model, batch, context)
-            descend(loss, g_opt, clip_grad, "generator loss", step)
+            yield 0, self.loss(model, batch, context)
         finally:
             for p in frozen:
                 p.requires_grad_(True)
-        return float(loss.detach()) / n
 
 
 #: Objectives by name.

@@ -252,13 +252,13 @@ def test_plateau_schedule_halves_the_learning_rate_when_validation_stalls(monkey
     model = px.MAF(2, hidden=(8,)).double()
     lrs, scores = [], iter([3.0, 2.0, 2.5, 2.4, 1.0, 1.5] + [9.0] * 10)
     monkeypatch.setattr(fit_module, "_validate", lambda *args: next(scores))
-    original = px.objectives.descend
+    original = fit_module.GuardedStep.__call__
 
-    def spy(loss, optimizer, *args):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        return original(loss, optimizer, *args)
+    def spy(self, loss):
+        lrs.append(self.optimizer.param_groups[0]["lr"])
+        return original(self, loss)
 
-    monkeypatch.setattr(px.objectives, "descend", spy)
+    monkeypatch.setattr(fit_module.GuardedStep, "__call__", spy)
     result = px.fit(
         model,
         data,
