@@ -235,12 +235,23 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         if features < 2 or features % 2:
             raise ValueError(f"time features must be an even int >= 2, got {features!r}")
-        self.register_buffer("frequencies", 2 * torch.pi * torch.arange(1, features // 2 + 1).float())
         self.out_features = features + 1
+        # Files written when the frequencies were a (float32) buffer still load.
+        self._register_load_state_dict_pre_hook(_drop_frequencies)
+
+    def frequencies(self, like: Tensor) -> Tensor:
+        """:math:`2\\pi k`, :math:`k = 1 \\ldots K/2`, in ``like``'s dtype and on its device:
+        computed, not stored, so a float64 model does not carry 2πk rounded to float32."""
+        k = torch.arange(1, (self.out_features - 1) // 2 + 1, dtype=like.dtype, device=like.device)
+        return (2 * math.pi) * k
 
     def forward(self, t: Tensor) -> Tensor:
-        angle = t[..., None] * self.frequencies.to(t.dtype)
+        angle = t[..., None] * self.frequencies(t)
         return torch.cat([t[..., None], angle.sin(), angle.cos()], -1)
+
+
+def _drop_frequencies(state_dict, prefix, *args) -> None:
+    state_dict.pop(prefix + "frequencies", None)
 
 
 class TimeMLP(nn.Module):

@@ -262,3 +262,18 @@ def test_every_new_family_is_a_pyro_sample_site_under_predictive(family):
 
     draws = pyro.infer.Predictive(model, num_samples=5)()
     assert draws["x"].shape == (5, 4, 3) and draws["y"].shape == (5, 4)
+
+
+def test_two_vaes_trained_by_a_users_svi_loop_both_train():
+    """A shared default name in Pyro's param store would hand the second VAE the first one's
+    parameters: its own would never change."""
+    data = torch.randn(32, 4)
+    vaes = [px.VAE(features=4, latent=2, hidden=(8,)) for _ in range(2)]
+    assert vaes[0].name != vaes[1].name
+    for vae in vaes:
+        before = {k: v.detach().clone() for k, v in vae.named_parameters()}
+        svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
+        for _ in range(5):
+            svi.step(data)
+        moved = [k for k, v in vae.named_parameters() if not torch.equal(v, before[k])]
+        assert moved and set(moved) >= {k for k in before if k.startswith("decoder")}

@@ -196,7 +196,7 @@ class Diffusion(ContinuousTimeXform):
         )
         self.schedule, self.eps, self.time_sampling = schedule, eps, time_sampling
         self.base_scale.fill_(schedule.prior_scale())
-        self._time_cdf = None
+        self._time_cdfs: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
     @property
     def network(self) -> TimeMLP:
@@ -214,15 +214,22 @@ class Diffusion(ContinuousTimeXform):
         u = torch.rand(n, dtype=dtype, device=device)
         if self.time_sampling == "uniform":
             return self.eps + (1 - self.eps) * u
-        if self._time_cdf is None:
-            grid = torch.linspace(self.eps, 1.0, 4097, dtype=torch.float64)
-            weight = self.schedule.g2(grid) / self.schedule.sigma(grid) ** 2
-            cdf = torch.cat([weight.new_zeros(1), torch.cumulative_trapezoid(weight, grid)])
-            self._time_cdf = (grid, cdf / cdf[-1])
-        grid, cdf = (t.to(dtype=dtype, device=device) for t in self._time_cdf)
+        grid, cdf = self._time_cdf(dtype, torch.device("cpu") if device is None else torch.device(device))
         i = torch.searchsorted(cdf, u).clamp(1, grid.shape[0] - 1)
         share = (u - cdf[i - 1]) / (cdf[i] - cdf[i - 1]).clamp_min(torch.finfo(dtype).tiny)
         return grid[i - 1] + share * (grid[i] - grid[i - 1])
+
+    def _time_cdf(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The tabulated CDF of the likelihood weighting, built once in float64 on the CPU
+        and kept per dtype and device: copying it to the device at every step would make
+        each step wait for the copy."""
+        key = (dtype, device)
+        if key not in self._time_cdfs:
+            grid = torch.linspace(self.eps, 1.0, 4097, dtype=torch.float64)
+            weight = self.schedule.g2(grid) / self.schedule.sigma(grid) ** 2
+            cdf = torch.cat([weight.new_zeros(1), torch.cumulative_trapezoid(weight, grid)])
+            self._time_cdfs[key] = (grid.to(dtype=dtype, device=device), (cdf / cdf[-1]).to(dtype, device))
+        return self._time_cdfs[key]
 
     def dsm_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
         """The denoising score-matching loss (noise prediction) summed over the batch."""

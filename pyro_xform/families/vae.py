@@ -4,6 +4,7 @@ posterior, and its marginal as a distribution with an importance-weighted densit
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -22,6 +23,8 @@ from .flows import IAF
 from .importance import log_mean_weight
 
 __all__ = ["LIKELIHOODS", "VAE"]
+
+_NAMES = itertools.count()
 
 #: Observation models p(x | z) by name.
 LIKELIHOODS = ("normal", "bernoulli", "continuous_bernoulli")
@@ -91,7 +94,9 @@ class VAE(Xform):
         posterior: ``"normal"``, ``"iaf"`` or an exact model over the latent with
             ``context == 32``.
         particles: :math:`K` of ``log_prob``.
-        name: the prefix of the parameters in Pyro's param store (``pyro.module``).
+        name: the prefix of the parameters in Pyro's param store (``pyro.module``); by
+            default one of its own (``"vae_0"``, ``"vae_1"``, ...), so two VAEs in one
+            process never share parameters through the store.
 
     Examples:
         >>> import torch, pyro_xform
@@ -129,7 +134,7 @@ class VAE(Xform):
         prior: Xform | dict | None = None,
         posterior: str | Xform | dict = "normal",
         particles: int = 100,
-        name: str = "vae",
+        name: str | None = None,
     ) -> None:
         super().__init__(features, context)
         if not is_count(latent):
@@ -143,6 +148,11 @@ class VAE(Xform):
             raise ValueError(f"scale belongs to the normal likelihood, not {likelihood!r}")
         if not is_count(particles):
             raise ValueError(f"particles must be a positive int, got {particles!r}")
+        if name is not None and not (isinstance(name, str) and name):
+            raise ValueError(f"name must be a non-empty str, got {name!r}")
+        # Pyro's param store keys parameters by name: a shared default name would hand a second
+        # VAE the first one's parameters, and the second would silently never train.
+        name = f"vae_{next(_NAMES)}" if name is None else name
         self.latent, self.likelihood, self.particles, self.name = latent, likelihood, particles, name
         hidden = tuple(hidden)
 

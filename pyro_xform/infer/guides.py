@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -11,6 +12,7 @@ from pyro.infer.autoguide.initialization import init_to_median
 from torch import nn
 
 from ..core import Xform, XformDistribution
+from ..families import FAMILIES
 from ..transforms import ActNorm, Chain
 
 __all__ = ["AutoXformGuide"]
@@ -91,8 +93,6 @@ class AutoXformGuide(AutoContinuous):
         return context
 
     def _setup_prototype(self, *args, **kwargs) -> None:
-        from ..families import FAMILIES
-
         super()._setup_prototype(*args, **kwargs)
         context = self._context(*args, **kwargs)
         k = 0 if context is None else context.shape[-1]
@@ -114,12 +114,12 @@ class AutoXformGuide(AutoContinuous):
                 f"a guide needs an exact density; {type(xform).__name__} has {xform.log_prob_kind!r}"
             )
         loc = self._init_loc()
-        param = next(xform.parameters(), loc)
-        self.xform = xform.to(dtype=loc.dtype, device=loc.device) if param.dtype != loc.dtype else xform
+        # The family follows the model's latents (device and dtype), wherever it was built.
+        self.xform = xform.to(dtype=loc.dtype, device=loc.device)
         affine = ActNorm(self.latent_dim).to(dtype=loc.dtype, device=loc.device)
         with torch.no_grad():
             affine.shift.copy_(loc)
-            affine.log_scale.fill_(torch.log(torch.tensor(self._init_scale)).item())
+            affine.log_scale.fill_(math.log(self._init_scale))
             affine.initialized.fill_(True)
         self.affine = affine
 
@@ -149,7 +149,7 @@ class AutoXformGuide(AutoContinuous):
     def quantiles(self, quantiles, *args, num_samples: int = 1000, **kwargs) -> dict[str, torch.Tensor]:
         """Posterior quantiles per coordinate (Monte Carlo), stacked along a first dimension."""
         draws = self._draws(num_samples, *args, **kwargs)
-        q = torch.as_tensor(quantiles, dtype=draws.dtype)
+        q = torch.as_tensor(quantiles, dtype=draws.dtype, device=draws.device)
         latents = torch.quantile(draws, q, dim=0)
         result: dict[str, list[torch.Tensor]] = {}
         for latent in latents:

@@ -187,7 +187,8 @@ def to_numpyro(
                 "only exact families export to NumPyro"
             )
         if context is not None and not isinstance(context, torch.Tensor):
-            context = torch.as_tensor(jax.device_get(context))
+            # Onto the model's device: a CUDA model would refuse a CPU context.
+            context = torch.as_tensor(jax.device_get(context), device=model.device)
         distribution = model(context, **settings)
     elif isinstance(model, TorchXformDistribution):
         if settings:

@@ -127,7 +127,7 @@ class TimeDense:
         dense = Dense.of(net.net)
         return cls(
             dense,
-            array(net.time.frequencies.to(weight.dtype)),
+            array(net.time.frequencies(weight)),
             array(weight[:, :k].T),
             array(weight[:, k:].T) if weight.shape[1] > k else None,
         )

@@ -120,8 +120,7 @@ class RQSpline:
         shape = v.shape
         pt = p.reshape(-1, p.shape[-1]).T.contiguous()
         m = pt.shape[1]
-        coef, floor, raw = self._sizes(pt)
-        sizes = torch.softmax(raw, 1) * coef + floor
+        sizes = self._scaled(torch.softmax(pt[: 2 * K].view(2, K, -1), 1))
         knots = torch.cat((sizes.new_full((2, 1, m), -B), torch.cumsum(sizes, 1) - B), 1)
         one = pt.new_ones(1, m)
         d = torch.cat((one, F.softplus(pt[2 * K :] + self._offset) + self.min_derivative, one), 0)
@@ -132,11 +131,17 @@ class RQSpline:
         d0, d1 = d.gather(0, pair)
         return [t.view(shape) for t in (x0, x1 - x0, y0, y1 - y0, d0, d1)]
 
-    def _sizes(self, pt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        K = self.bins
-        shrink = pt.new_tensor([1 - self.min_width * K, 1 - self.min_height * K]).view(2, 1, 1)
-        floor = pt.new_tensor([self.min_width, self.min_height]).view(2, 1, 1)
-        return 2 * self.bound * shrink, 2 * self.bound * floor, pt[: 2 * K].view(2, K, -1)
+    def _scaled(self, soft: Tensor, floor: bool = True) -> Tensor:
+        """Widths and heights (``soft[0]``, ``soft[1]``, each summing to 1 over the bins)
+        scaled to the interval above their floors; ``floor=False``: the scale alone (a
+        gradient). Python numbers, not tensors: a tensor built from a list on every call
+        is a blocking host-to-device copy on a GPU."""
+        K, span = self.bins, 2 * self.bound
+        scale_w, scale_h = span * (1 - self.min_width * K), span * (1 - self.min_height * K)
+        floor_w, floor_h = (span * self.min_width, span * self.min_height) if floor else (0.0, 0.0)
+        if self.min_width == self.min_height:
+            return soft * scale_w + floor_w
+        return torch.stack((soft[0] * scale_w + floor_w, soft[1] * scale_h + floor_h))
 
     @staticmethod
     def _log_derivative(xi, s, d0, d1, den):
@@ -188,9 +193,8 @@ class _RQDensity(torch.autograd.Function):
         K, B, m = spline.bins, spline.bound, x.shape[0]
         inside = (x > -B) & (x < B)
         xc = x.clamp(-B, B)
-        coef, floor, raw = spline._sizes(pt)
-        soft = torch.softmax(raw, 1)
-        sizes = soft * coef + floor  # (2, K, M): widths, heights
+        soft = torch.softmax(pt[: 2 * K].view(2, K, -1), 1)
+        sizes = spline._scaled(soft)  # (2, K, M): widths, heights
         upper = torch.cumsum(sizes, 1) - B  # right knots of each bin
         pre = pt[2 * K :] + spline._offset
         one = pt.new_ones(1, m)
@@ -208,17 +212,15 @@ class _RQDensity(torch.autograd.Function):
         q = d1 * xi * xi + 2 * s * t + d0 * (1 - xi) ** 2
         z = torch.where(inside, y0 + hk * a / den, x)
         ladj = torch.where(inside, 2 * torch.log(den) - 2 * torch.log(s) - torch.log(q), 0.0)
-        ctx.save_for_backward(
-            inside, idx, soft, torch.sigmoid(pre), coef, xi, t, s, wk, hk, d0, d1, den, a, q
-        )
-        ctx.bins = K
+        ctx.save_for_backward(inside, idx, soft, torch.sigmoid(pre), xi, t, s, wk, hk, d0, d1, den, a, q)
+        ctx.spline = spline
         return z, ladj
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gz: Tensor, gl: Tensor):
-        inside, idx, soft, sig, coef, xi, t, s, wk, hk, d0, d1, den, a, q = ctx.saved_tensors
-        K = ctx.bins
+        inside, idx, soft, sig, xi, t, s, wk, hk, d0, d1, den, a, q = ctx.saved_tensors
+        K = ctx.spline.bins
         mask = inside.to(gz.dtype)
         gz_in = gz * mask
         glog = -gl * mask  # the output is minus log g'
@@ -241,7 +243,9 @@ class _RQDensity(torch.autograd.Function):
         before = (bins < idx).to(gz.dtype)
         at = (bins == idx).to(gz.dtype)
         # x0 and y0 are sums of the sizes of the bins before idx.
-        g_sizes = torch.stack((-g_xi / wk * before + g_wk * at, gz_in * before + g_hk * at)) * coef
+        g_sizes = ctx.spline._scaled(
+            torch.stack((-g_xi / wk * before + g_wk * at, gz_in * before + g_hk * at)), floor=False
+        )
         g_raw = soft * (g_sizes - (g_sizes * soft).sum(1, keepdim=True))
         interior = bins[1:]
         g_pre = (g_d0 * (interior == idx) + g_d1 * (interior == idx + 1)) * sig

@@ -175,11 +175,11 @@ class ODETransform(Bijector):
     ) -> tuple[Tensor, Tensor | None]:
         y, context = broadcast_context(y, context)
         # A non-finite row would stall an adaptive solver; it is solved as zeros, then marked.
+        # Unconditionally: asking whether any row is non-finite would wait for the device.
         finite = torch.isfinite(y).all(-1)
-        all_finite = bool(finite.all())
-        if not all_finite:
-            y = torch.where(finite[..., None], y, torch.zeros_like(y))
-        times = torch.tensor(span, dtype=y.dtype, device=y.device)
+        y = torch.where(finite[..., None], y, 0.0)
+        # Filled on the device: a tensor built from a list is a copy from the host.
+        times = torch.linspace(span[0], span[1], 2, dtype=y.dtype, device=y.device)
         probes = None
         if with_ladj and self.trace == "hutchinson":
             probes = torch.randint(0, 2, (self.probes, *y.shape), dtype=y.dtype, device=y.device) * 2 - 1
@@ -224,9 +224,11 @@ class ODETransform(Bijector):
         kwargs = dict(method=self.solver)
         if self.solver in FIXED_STEP_SOLVERS:
             n = self.steps
+            # The grid's ends are known on the host (torchdiffeq hands a reversed span's
+            # constructor the original times): reading them off t would wait for the device.
             kwargs["options"] = {
                 "grid_constructor": lambda func, y0, t: torch.linspace(
-                    float(t[0]), float(t[-1]), n + 1, dtype=t.dtype, device=t.device
+                    span[0], span[1], n + 1, dtype=t.dtype, device=t.device
                 )
             }
         else:
@@ -241,10 +243,9 @@ class ODETransform(Bijector):
         else:
             out = odeint(dynamics, state, times, **kwargs)
         value, log_det = (out[0][-1], out[1][-1]) if with_ladj else (out[-1], None)
-        if not all_finite:
-            value = torch.where(finite[..., None], value, torch.full_like(value, math.nan))
-            if log_det is not None:
-                log_det = torch.where(finite, log_det, torch.full_like(log_det, math.nan))
+        value = torch.where(finite[..., None], value, math.nan)
+        if log_det is not None:
+            log_det = torch.where(finite, log_det, math.nan)
         return value, log_det
 
     def extra_repr(self) -> str:
