@@ -26,10 +26,12 @@ References:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import math
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,10 +208,13 @@ class World:
             for tensor in module.state_dict().values():
                 dist.broadcast(tensor, src=0)
 
-    def agree(self, what: dict[str, Any]) -> None:
-        """Raise the same ``ValueError`` on every rank unless ``what`` is equal on all of them."""
+    def agree(self, what: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+        """Raise the same ``ValueError`` on every rank unless ``what`` is equal on all of them
+        (a function giving ``what`` is called only in a distributed run: a data checksum reads
+        all of the data)."""
         if not self.distributed:
             return
+        what = what() if callable(what) else what
         views = self.gather(what)
         for key in what:
             values = [view[key] for view in views]
@@ -218,6 +223,48 @@ class World:
                 raise ValueError(
                     f"the ranks disagree on {key} ({listing}); every rank must call fit the same way"
                 )
+
+    def on_every_rank(self, check: Callable[[], Any]) -> Any:
+        """Run a local check; in a distributed run, a check that fails on one rank fails on
+        all, with that rank's message, instead of leaving the others waiting."""
+        if not self.distributed:
+            return check()
+        try:
+            result, error = check(), None
+        except ValueError as e:
+            result, error = None, str(e)
+        for rank, message in enumerate(self.gather(error)):
+            if message is not None:
+                raise ValueError(message if rank == self.rank else f"rank {rank}: {message}")
+        return result
+
+    def seed(self, seed: int | None) -> torch.Generator:
+        """Seed torch's generators for this rank and return the generator of the data order.
+
+        A seed fixes the data order, the validation split and the objectives' draws. Under
+        :mod:`torch.distributed` the data order is shared by all ranks and the draws are not.
+        """
+        if self.distributed:
+            shared = self.broadcast(int(torch.randint(2**62, ())) if seed is None else seed)
+            torch.manual_seed(rank_seed(shared, self.rank))
+            return torch.Generator().manual_seed(shared)
+        if seed is not None:
+            torch.manual_seed(seed)
+        return torch.Generator().manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
+
+    @contextlib.contextmanager
+    def explained(self, step: Callable[[], int]) -> Iterator[None]:
+        """Name the rank and the step in an error of a collective (another rank probably died)."""
+        try:
+            yield
+        except RuntimeError as e:
+            if not self.distributed:
+                raise
+            raise RuntimeError(
+                f"distributed training stopped on rank {self.rank} of {self.size} at step "
+                f"{step()}: {e}\nAnother rank probably died or stopped answering; see its "
+                "log. (Collectives time out after Distributed(timeout=...) seconds.)"
+            ) from e
 
     def share(self, idx: Tensor) -> Tensor:
         """This rank's part of a global minibatch: contiguous, sizes differing by at most one."""
@@ -234,6 +281,11 @@ class World:
             GradientSync(self, [p for group in optimizer.param_groups for p in group["params"]])
             for optimizer in optimizers
         ]
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Distinct noise on every rank (objectives draw their own), rank 0 keeping the seed itself."""
+    return (seed + rank * 0x9E3779B97F4A7C15) % 2**63
 
 
 def _same(a: Any, b: Any) -> bool:

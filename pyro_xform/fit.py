@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import pyro
 import torch
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .checkpoint import FORMAT, atomic_save, config_of, read
 from .core import Xform, is_count
 from .descent import FINITE, LOSS_NOT_FINITE, GuardedStep
-from .distributed import Distributed, World, fingerprint
+from .distributed import Distributed, World, fingerprint, rank_seed
 from .objectives import Objective, get_objective
 from .rng import get_rng_states, set_rng_states
 
@@ -195,29 +195,59 @@ def fit(
     if not isinstance(model, Xform):
         raise ValueError(f"model must be a pyro_xform.Xform, got {type(model).__name__}")
     world = World.start(distributed, model.device)
-    return _fit(
-        world,
-        started,
-        model,
-        data,
-        objective=objective,
-        context=context,
+    obj = world.on_every_rank(
+        lambda: _checked_arguments(
+            model,
+            data,
+            context,
+            objective,
+            steps,
+            batch_size,
+            patience,
+            lr,
+            augment,
+            schedule,
+            ema,
+            validation,
+        )
+    )
+    world.agree(
+        lambda: {
+            "the data (shape, dtype, checksum)": fingerprint(data),
+            "the context (shape, dtype, checksum)": fingerprint(context),
+            "the model": type(model).__name__,
+            "the objective": obj.name,
+            "steps": steps,
+            "batch_size": batch_size,
+            "the checkpoint path": None if checkpoint is None else os.fspath(checkpoint),
+            "seed": seed,
+        }
+    )
+    generator = world.seed(seed)
+    data, context, val_data, val_context = _split(model, data, context, validation, generator, world)
+    if data.shape[0] < world.size:
+        raise ValueError(f"{data.shape[0]} training rows cannot be shared by {world.size} processes")
+    eval_every = eval_every or max(1, min(100, steps // 20))
+    run = _Run(
+        model=model,
+        objective=obj,
+        world=world,
         steps=steps,
-        batch_size=batch_size,
         lr=lr,
         schedule=schedule,
-        validation=validation,
-        patience=patience,
-        eval_every=eval_every,
-        weight_decay=weight_decay,
-        clip_grad=clip_grad,
-        ema=ema,
         augment=augment,
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-        progress=progress,
-        seed=seed,
+        optimizers=[_adam(group, lr, weight_decay, obj.adam) for group in obj.parameter_groups(model)],
+        generator=generator,
+        validator=None
+        if val_data is None
+        else _Validator(obj, val_data, val_context, eval_every, patience, schedule == "plateau", batch_size),
+        checkpointer=None
+        if checkpoint is None
+        else _Checkpointer(checkpoint, checkpoint_every or eval_every, model, world),
     )
+    run.start(data, context, batch_size, ema, clip_grad)
+    run.train(progress)
+    return run.result(started)
 
 
 def _checked_arguments(
@@ -245,286 +275,297 @@ def _checked_arguments(
     return obj
 
 
-def _on_every_rank(world: World, check):
-    """Run a local check; in a distributed run, a check that fails on one rank fails on all,
-    with that rank's message, instead of leaving the others waiting."""
-    if not world.distributed:
-        return check()
-    try:
-        result, error = check(), None
-    except ValueError as e:
-        result, error = None, str(e)
-    errors = world.gather(error)
-    for rank, message in enumerate(errors):
-        if message is not None:
-            raise ValueError(message if rank == world.rank else f"rank {rank}: {message}")
-    return result
+def _split(model, data, context, validation, generator, world: World):
+    """``(data, context, validation data, validation context)``: a validation fraction is
+    held out of ``data`` by the seeded ``generator``; given validation data is checked."""
+    if validation is None:
+        return data, context, None, None
+    if isinstance(validation, float):
+        if not 0 < validation < 1:
+            raise ValueError(f"a validation fraction must lie in (0, 1), got {validation}")
+        n_val = max(1, round(validation * data.shape[0]))
+        if n_val >= data.shape[0]:
+            raise ValueError("the validation fraction leaves no training data")
+        order = torch.randperm(data.shape[0], generator=generator)
+        val, train = order[:n_val], order[n_val:]
+        if context is None:
+            return data[train], None, data[val], None
+        return data[train], context[train], data[val], context[val]
+    val_data, val_context = validation if isinstance(validation, tuple) else (validation, None)
+
+    def check() -> None:
+        model.check_data(val_data, name="validation data")
+        _check_dtype(model, val_data, "validation data")
+        _check_context(model, val_context, val_data.shape[0], "validation context")
+
+    world.on_every_rank(check)
+    world.agree(lambda: {"the validation data (shape, dtype, checksum)": fingerprint(val_data)})
+    return data, context, val_data, val_context
 
 
-def _rank_seed(seed: int, rank: int) -> int:
-    # Distinct noise on every rank (objectives draw their own), rank 0 keeping the seed itself.
-    return (seed + rank * 0x9E3779B97F4A7C15) % 2**63
+@dataclass
+class TrainState:
+    """Where a run stands: everything a checkpoint keeps besides the model's and the
+    optimizers' states (its :meth:`state_dict` keys are those of the checkpoint file)."""
+
+    perm: Tensor  # the shuffle of this epoch
+    step: int = 0
+    pos: int = 0  # the position in the shuffle
+    losses: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    best: dict[str, Tensor] | None = None  # the parameters of the best validation
+    best_val: float = math.inf
+    best_step: int | None = None
+    bad: int = 0  # validations since the best
+    stopped: bool = False
+    ema: list[Tensor] | None = None
+    lr_scale: float = 1.0  # the plateau schedule's
+
+    def state_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_state_dict(cls, saved: dict) -> TrainState:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names})
 
 
-def _fit(
-    world: World,
-    started: float,
-    model: Xform,
-    data: Tensor,
-    *,
-    objective,
-    context,
-    steps,
-    batch_size,
-    lr,
-    schedule,
-    validation,
-    patience,
-    eval_every,
-    weight_decay,
-    clip_grad,
-    ema,
-    augment,
-    checkpoint,
-    checkpoint_every,
-    progress,
-    seed,
-) -> FitResult:
-    device = model.device
-    obj = _on_every_rank(
-        world,
-        lambda: _checked_arguments(
-            model,
-            data,
-            context,
-            objective,
-            steps,
-            batch_size,
-            patience,
-            lr,
-            augment,
-            schedule,
-            ema,
-            validation,
-        ),
-    )
-    if world.distributed:  # a checksum reads all the data: only where there is something to compare
-        world.agree(
-            {
-                "the data (shape, dtype, checksum)": fingerprint(data),
-                "the context (shape, dtype, checksum)": fingerprint(context),
-                "the model": type(model).__name__,
-                "the objective": obj.name,
-                "steps": steps,
-                "batch_size": batch_size,
-                "the checkpoint path": None if checkpoint is None else os.fspath(checkpoint),
-                "seed": seed,
-            }
+@dataclass
+class _Run:
+    """One call of :func:`fit`, from its checked arguments: :meth:`start`, :meth:`train`,
+    :meth:`result`."""
+
+    model: Xform
+    objective: Objective
+    world: World
+    steps: int
+    lr: float
+    schedule: str
+    augment: Callable[[Tensor], Tensor] | None
+    optimizers: list[torch.optim.Optimizer]
+    generator: torch.Generator
+    validator: _Validator | None
+    checkpointer: _Checkpointer | None
+
+    def start(self, data, context, batch_size: int, ema: float | None, clip_grad: float | None) -> None:
+        """The state of a fresh run, or of the checkpoint's; the model initialized from data."""
+        model, world, n = self.model, self.world, data.shape[0]
+        resumed = None
+        if self.checkpointer is not None:
+            resumed = self.checkpointer.resume(model, self.optimizers, self.generator, n, ema)
+        self.state = resumed or TrainState(perm=torch.randperm(n, generator=self.generator))
+        self.batches = _Batches(self.state, data, context, self.generator, world, batch_size, model.device)
+        if resumed is None:
+            # The first rows of the shuffle, the same on every rank (a data-dependent initialization).
+            model.initialize(
+                *self.batches.take(self.state.perm[: max(self.batches.global_batch, _INIT_ROWS)])
+            )
+        world.broadcast_module(model)
+        self.averaged, self.ema = None, ema
+        if ema is not None:  # after the data-dependent initialization
+            if self.state.ema is None:
+                self.state.ema = [p.detach().clone() for p in model.parameters()]
+            self.averaged = _Averaged(model, self.state.ema)
+            self.state.ema = self.averaged.average  # on the parameters' devices
+        syncs = world.gradient_syncs(self.optimizers)
+        self.guarded = [GuardedStep(o, clip_grad, s) for o, s in zip(self.optimizers, syncs, strict=True)]
+        self.log = _LossLog(self.state.losses, self.objective.loss_names(), world.distributed)
+
+    def train(self, progress: bool) -> None:
+        """The loop: a step, and validation, a read of the losses and a checkpoint when due."""
+        state, model = self.state, self.model
+        was_training = model.training
+        model.train()
+        bar = tqdm(
+            total=self.steps,
+            initial=state.step,
+            disable=not (progress and self.world.rank == 0 and sys.stderr.isatty()),
+            desc=f"fit {type(model).__name__} ({self.objective.name})",
+            dynamic_ncols=True,
+        )
+        # The data were validated once; Pyro's per-step re-validation would only cost time.
+        with pyro.validation_enabled(False), self.world.explained(lambda: state.step + 1):
+            try:
+                while state.step < self.steps and not state.stopped:
+                    self.step()
+                    bar.update(1)
+                    last = state.step == self.steps
+                    validating = self.validator is not None and self.validator.due(state.step, last)
+                    if validating or state.step % _READ_EVERY == 0 or last:
+                        self.read_losses()  # raises FloatingPointError on a skipped non-finite step
+                        bar.set_postfix(loss=f"{state.losses[-1]:.4f}", refresh=False)
+                    if validating:
+                        self.validator(state, model, self.batches, self.averaged)
+                    if self.checkpointer is not None and self.checkpointer.due(state, last):
+                        self.read_losses()
+                        self.checkpointer.save(state, model, self.optimizers, self.generator, self.averaged)
+                self.read_losses()
+                self.world.barrier()  # the last checkpoint is on disk when fit returns on any rank
+            finally:
+                bar.close()
+                model.train(was_training)
+
+    def step(self) -> None:
+        """One training iteration: a minibatch, the objective's losses, a guarded step on each."""
+        state = self.state
+        batch, context = self.batches.next()
+        if self.augment is not None:
+            batch = _augmented(self.model, self.augment, batch)
+        scale = _lr_scale(self.schedule, state, self.steps)
+        for group in (g for optimizer in self.optimizers for g in optimizer.param_groups):
+            group["lr"] = self.lr * scale
+        state.step += 1
+        statuses, reported = [], None
+        for group, loss in self.objective.losses(self.model, batch, context, state.step):
+            statuses.append((group, self.guarded[group](loss)))
+            reported = loss.detach() if group == 0 else reported
+        self.log.add(state.step, reported, statuses, batch.shape[0])
+        if self.averaged is not None:
+            self.averaged.update(min(self.ema, (1 + state.step) / (10 + state.step)))
+
+    def read_losses(self) -> None:
+        """Read the losses off the device; each rank's become those of the global minibatches."""
+        totals, rows = self.log.read()
+        if totals:
+            sums = self.world.all_sum(totals + rows)
+            k = len(totals)
+            self.state.losses[-k:] = [t / c for t, c in zip(sums[:k], sums[k:], strict=True)]
+
+    def result(self, started: float) -> FitResult:
+        state, model = self.state, self.model
+        if state.best is not None:
+            model.load_state_dict(state.best)
+        elif self.averaged is not None:
+            self.averaged.swap()
+        return FitResult(
+            model=model,
+            objective=self.objective.name,
+            losses=list(state.losses),
+            val_steps=list(state.val_steps),
+            val_losses=list(state.val_losses),
+            best_step=state.best_step,
+            best_val=None if state.best_step is None else state.best_val,
+            steps=state.step,
+            stopped_early=state.stopped,
+            seconds=time.perf_counter() - started,
+            world_size=self.world.size,
         )
 
-    # Seeds: a seed fixes the data order, the validation split and the objective's draws.
-    # Under torch.distributed the data order is shared by all ranks and the draws are not.
-    if world.distributed:
-        shared = world.broadcast(int(torch.randint(2**62, ())) if seed is None else seed)
-        torch.manual_seed(_rank_seed(shared, world.rank))
-        generator = torch.Generator().manual_seed(shared)
-    else:
-        if seed is not None:
-            torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
 
-    val_data = val_context = None
-    if validation is not None:
-        if isinstance(validation, float):
-            if not 0 < validation < 1:
-                raise ValueError(f"a validation fraction must lie in (0, 1), got {validation}")
-            n_val = max(1, round(validation * data.shape[0]))
-            if n_val >= data.shape[0]:
-                raise ValueError("the validation fraction leaves no training data")
-            order = torch.randperm(data.shape[0], generator=generator)
-            val_idx, train_idx = order[:n_val], order[n_val:]
-            val_data, data = data[val_idx], data[train_idx]
-            if context is not None:
-                val_context, context = context[val_idx], context[train_idx]
-        else:
-            val_data, val_context = validation if isinstance(validation, tuple) else (validation, None)
+def _lr_scale(schedule: str, state: TrainState, steps: int) -> float:
+    """The learning rate's factor at this step: a function of the step and the state, so a
+    resumed run continues exactly."""
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * state.step / steps))
+    return state.lr_scale if schedule == "plateau" else 1.0
 
-            def check_validation():
-                model.check_data(val_data, name="validation data")
-                _check_dtype(model, val_data, "validation data")
-                _check_context(model, val_context, val_data.shape[0], "validation context")
 
-            _on_every_rank(world, check_validation)
-            if world.distributed:
-                world.agree({"the validation data (shape, dtype, checksum)": fingerprint(val_data)})
-    eval_every = eval_every or max(1, min(100, steps // 20))
-    checkpoint_every = checkpoint_every or eval_every
+class _Validator:
+    """Measures the validation loss every ``every`` steps and keeps the best parameters;
+    ``patience`` measurements without improvement stop the run; ``plateau`` halves the
+    learning rate at each of them."""
 
-    optimizers = [_adam(group, lr, weight_decay, obj.adam) for group in obj.parameter_groups(model)]
-    n = data.shape[0]
-    if n < world.size:
-        raise ValueError(f"{n} training rows cannot be shared by {world.size} processes")
-    global_batch = batch_size * world.size
-    state = {
-        "step": 0,
-        "perm": torch.randperm(n, generator=generator),
-        "pos": 0,
-        "losses": [],
-        "val_steps": [],
-        "val_losses": [],
-        "best": None,
-        "best_val": math.inf,
-        "best_step": None,
-        "bad": 0,
-        "stopped": False,
-        "ema": None,
-        "lr_scale": 1.0,
-    }
-    config = config_of(model) if checkpoint is not None else None
-    if checkpoint is not None:
+    def __init__(self, objective, data, context, every: int, patience: int, plateau: bool, batch_size: int):
+        self.objective, self.data, self.context = objective, data, context
+        self.every, self.patience, self.plateau, self.batch_size = every, patience, plateau, batch_size
+
+    def due(self, step: int, last: bool) -> bool:
+        return step % self.every == 0 or last
+
+    def __call__(
+        self, state: TrainState, model: Xform, batches: _Batches, averaged: _Averaged | None
+    ) -> None:
+        with averaged or contextlib.nullcontext():
+            val = _validate(self.objective, model, batches, self.data, self.context, self.batch_size)
+            best = _clone_state(model) if val < state.best_val else None
+        state.val_steps.append(state.step)
+        state.val_losses.append(val)
+        if best is not None:
+            state.best, state.best_val, state.best_step, state.bad = best, val, state.step, 0
+            return
+        state.bad += 1
+        state.stopped = state.bad >= self.patience
+        if self.plateau:
+            state.lr_scale *= 0.5
+
+
+class _Checkpointer:
+    """Writes the run to ``path`` every ``every`` steps (atomically; rank 0) and resumes it."""
+
+    def __init__(self, path, every: int, model: Xform, world: World) -> None:
+        self.path, self.every, self.world = path, every, world
+        self.config = config_of(model)
+
+    def due(self, state: TrainState, last: bool) -> bool:
+        return state.step % self.every == 0 or last or state.stopped
+
+    def resume(self, model, optimizers, generator, n: int, ema: float | None) -> TrainState | None:
         # Rank 0 reads the file and shares it: the other ranks may not see its disk.
-        saved = world.broadcast(read(checkpoint) if world.rank == 0 and os.path.exists(checkpoint) else None)
-        if saved is not None:
-            state = _resume(checkpoint, saved, config, model, optimizers, generator, n, world, device)
-            if (state.get("ema") is None) != (ema is None):
-                had = "without" if state.get("ema") is None else "with"
-                raise ValueError(f"checkpoint {checkpoint} was written {had} an ema; resume it the same way")
+        exists = self.world.rank == 0 and os.path.exists(self.path)
+        saved = self.world.broadcast(read(self.path) if exists else None)
+        if saved is None:
+            return None
+        state = _resume(self.path, saved, self.config, model, optimizers, generator, n, self.world)
+        if (state.ema is None) != (ema is None):
+            had = "without" if state.ema is None else "with"
+            raise ValueError(f"checkpoint {self.path} was written {had} an ema; resume it the same way")
+        return state
 
-    def save_checkpoint() -> None:
-        rngs = world.gather(get_rng_states(device))
-        if world.rank != 0:
+    def save(self, state: TrainState, model, optimizers, generator, averaged: _Averaged | None) -> None:
+        rngs = self.world.gather(get_rng_states(model.device))
+        if self.world.rank != 0:
             return
         current = _clone_state(model)
         resume = dict(
-            state,
+            state.state_dict(),
             params=current,
             optim=[optimizer.state_dict() for optimizer in optimizers],
             rng=rngs[0],
             gen=generator.get_state(),
         )
-        if world.distributed:
+        if self.world.distributed:
             resume["rngs"] = rngs
-        if state["best"] is not None:
-            best = state["best"]
+        if state.best is not None:
+            best = state.best
         elif averaged is not None:
             with averaged:
                 best = _clone_state(model)
         else:
             best = current
-        atomic_save({"format": FORMAT, "config": config, "state_dict": best, "resume": resume}, checkpoint)
+        atomic_save(
+            {"format": FORMAT, "config": self.config, "state_dict": best, "resume": resume}, self.path
+        )
 
-    log = _LossLog(state["losses"], obj.loss_names(), world)
-    batches = _Batches(state, data, context, generator, world, batch_size, device)
 
-    def reduce_losses() -> None:
-        """Read the losses off the device; replace this rank's by those of the global minibatches."""
-        log.read()
-        if log.pending:
-            sums = world.all_sum([v for v, _ in log.pending] + [c for _, c in log.pending])
-            k = len(log.pending)
-            state["losses"][-k:] = [total / count for total, count in zip(sums[:k], sums[k:], strict=True)]
-            log.pending.clear()
-
-    if state["step"] == 0:
-        # The first rows of the shuffle, the same on every rank (a data-dependent initialization).
-        model.initialize(*batches.take(state["perm"][: max(global_batch, _INIT_ROWS)]))
-    world.broadcast_module(model)
-    if ema is not None and state.get("ema") is None:  # after the data-dependent initialization
-        state["ema"] = [p.detach().clone() for p in model.parameters()]
-    averaged = _Averaged(model, state["ema"]) if ema is not None else None
-    if averaged is not None:
-        state["ema"] = averaged.average  # on the parameters' devices
-    guarded = [
-        GuardedStep(optimizer, clip_grad, sync)
-        for optimizer, sync in zip(optimizers, world.gradient_syncs(optimizers), strict=True)
-    ]
-    was_training = model.training
-    model.train()
-    bar = tqdm(
-        total=steps,
-        initial=state["step"],
-        disable=not (progress and world.rank == 0 and sys.stderr.isatty()),
-        desc=f"fit {type(model).__name__} ({obj.name})",
-        dynamic_ncols=True,
-    )
-    # The data were validated once above; Pyro's per-step re-validation would only cost time.
-    with pyro.validation_enabled(False):
-        try:
-            while state["step"] < steps and not state["stopped"]:
-                batch, batch_context = batches.next()
-                if augment is not None:
-                    batch = _augmented(model, augment, batch)
-
-                if schedule != "constant":  # a function of the step and the state: resumes exactly
-                    scale = state.get("lr_scale", 1.0)
-                    if schedule == "cosine":
-                        scale = 0.5 * (1 + math.cos(math.pi * state["step"] / steps))
-                    for group in (g for optimizer in optimizers for g in optimizer.param_groups):
-                        group["lr"] = lr * scale
-                state["step"] += 1
-                statuses, value = [], None
-                for group, loss in obj.losses(model, batch, batch_context, state["step"]):
-                    statuses.append((group, guarded[group](loss)))
-                    value = loss.detach() if group == 0 else value
-                log.add(state["step"], value, statuses, batch.shape[0])
-                if averaged is not None:
-                    averaged.update(min(ema, (1 + state["step"]) / (10 + state["step"])))
-                bar.update(1)
-
-                last = state["step"] == steps
-                validating = val_data is not None and (state["step"] % eval_every == 0 or last)
-                if validating or state["step"] % _READ_EVERY == 0 or last:
-                    log.read()  # raises FloatingPointError on a skipped non-finite step
-                    bar.set_postfix(loss=f"{state['losses'][-1]:.4f}", refresh=False)
-                if validating:
-                    with averaged or contextlib.nullcontext():
-                        val = _validate(obj, model, batches, val_data, val_context, batch_size)
-                        best = _clone_state(model) if val < state["best_val"] else None
-                    state["val_steps"].append(state["step"])
-                    state["val_losses"].append(val)
-                    if best is not None:
-                        state.update(best=best, best_val=val, best_step=state["step"], bad=0)
-                    else:
-                        state["bad"] += 1
-                        state["stopped"] = state["bad"] >= patience
-                        if schedule == "plateau":
-                            state["lr_scale"] = state.get("lr_scale", 1.0) * 0.5
-                if checkpoint is not None and (
-                    state["step"] % checkpoint_every == 0 or last or state["stopped"]
-                ):
-                    reduce_losses()
-                    save_checkpoint()
-            reduce_losses()
-            world.barrier()  # the last checkpoint is on disk when fit returns on any rank
-        except RuntimeError as e:
-            if not world.distributed:
-                raise
-            raise RuntimeError(
-                f"distributed training stopped on rank {world.rank} of {world.size} at step "
-                f"{state['step'] + 1}: {e}\nAnother rank probably died or stopped answering; see its "
-                "log. (Collectives time out after Distributed(timeout=...) seconds.)"
-            ) from e
-        finally:
-            bar.close()
-            model.train(was_training)
-
-    if state["best"] is not None:
-        model.load_state_dict(state["best"])
-    elif averaged is not None:
-        averaged.swap()
-    return FitResult(
-        model=model,
-        objective=obj.name,
-        losses=list(state["losses"]),
-        val_steps=list(state["val_steps"]),
-        val_losses=list(state["val_losses"]),
-        best_step=state["best_step"],
-        best_val=None if state["best_step"] is None else state["best_val"],
-        steps=state["step"],
-        stopped_early=state["stopped"],
-        seconds=time.perf_counter() - started,
-        world_size=world.size,
-    )
+def _resume(path, saved, config, model, optimizers, generator, n, world: World) -> TrainState:
+    if saved["config"] != config:
+        raise ValueError(f"checkpoint {path} was written for another model: {saved['config']}")
+    resume = saved.get("resume")
+    if resume is None:
+        raise ValueError(f"{path} holds a model but no training state to resume")
+    if resume["perm"].shape[0] != n:
+        raise ValueError(
+            f"checkpoint {path} was written for {resume['perm'].shape[0]} training rows, not {n}"
+        )
+    model.load_state_dict(resume.pop("params"))
+    states = resume.pop("optim")
+    states = [states] if isinstance(states, dict) else states  # files written before several optimizers
+    if len(states) != len(optimizers):
+        raise ValueError(
+            f"checkpoint {path} holds {len(states)} optimizer states, this objective has {len(optimizers)}"
+        )
+    for optimizer, saved_state in zip(optimizers, states, strict=True):
+        optimizer.load_state_dict(saved_state)
+    rng, rngs = resume.pop("rng"), resume.pop("rngs", None)
+    if not world.distributed:
+        set_rng_states(rng, model.device)
+    elif rngs is not None and len(rngs) == world.size:
+        set_rng_states(rngs[world.rank], model.device)  # the same world: the same run, bit for bit
+    else:  # another world size: fresh, distinct streams
+        torch.manual_seed(rank_seed(int(torch.randint(2**62, (), generator=generator)), world.rank))
+    generator.set_state(resume.pop("gen"))
+    return TrainState.from_state_dict(resume)
 
 
 def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
@@ -536,11 +577,13 @@ def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
 
 
 class _Batches:
-    """Minibatches without replacement, reshuffled every epoch (``state["perm"]``,
-    ``state["pos"]``: the position in the shuffle, kept in the checkpoint), moved to the
-    model's device. The data may live anywhere: a data set rarely fits on a GPU."""
+    """Minibatches without replacement, reshuffled every epoch (the shuffle and the position
+    in it are the state's, so a checkpoint keeps them), moved to the model's device. The data
+    may live anywhere: a data set rarely fits on a GPU."""
 
-    def __init__(self, state, data, context, generator, world: World, batch_size: int, device) -> None:
+    def __init__(
+        self, state: TrainState, data, context, generator, world: World, batch_size: int, device
+    ) -> None:
         self.state, self.data, self.context, self.generator = state, data, context, generator
         self.world, self.device = world, device
         self.global_batch = batch_size * world.size
@@ -555,13 +598,13 @@ class _Batches:
 
     def next(self) -> tuple[Tensor, Tensor | None]:
         state, n = self.state, self.data.shape[0]
-        if state["pos"] + self.world.size > n:  # a tail with less than one row per rank ends the epoch
-            state["perm"], state["pos"] = torch.randperm(n, generator=self.generator), 0
-        if self._perm is None or self._perm[0] is not state["perm"]:
+        if state.pos + self.world.size > n:  # a tail with less than one row per rank ends the epoch
+            state.perm, state.pos = torch.randperm(n, generator=self.generator), 0
+        if self._perm is None or self._perm[0] is not state.perm:
             # Indexing data on a GPU with CPU indices would copy the indices every step.
-            self._perm = (state["perm"], state["perm"].to(self.data.device))
-        idx = self.world.share(self._perm[1][state["pos"] : state["pos"] + self.global_batch])
-        state["pos"] += self.global_batch
+            self._perm = (state.perm, state.perm.to(self.data.device))
+        idx = self.world.share(self._perm[1][state.pos : state.pos + self.global_batch])
+        state.pos += self.global_batch
         return self.take(idx)
 
 
@@ -570,41 +613,39 @@ class _LossLog:
     make the host wait for the device at every step), with the statuses of the guarded steps
     (:class:`~pyro_xform.descent.GuardedStep`), checked when they are read."""
 
-    def __init__(self, losses: list[float], names: list[str], world: World) -> None:
-        self.losses, self.names, self.world = losses, names, world
+    def __init__(self, losses: list[float], names: list[str], distributed: bool = False) -> None:
+        self.losses, self.names, self.distributed = losses, names, distributed
         self._steps: list[tuple[int, Tensor, list[tuple[int, Tensor]], int]] = []
-        #: (loss x rows, rows) of every read step, for the distributed mean over the ranks.
-        self.pending: list[tuple[float, int]] = []
 
     def add(self, step: int, loss: Tensor, statuses: list[tuple[int, Tensor]], rows: int) -> None:
         """Step ``step``'s loss (summed over its ``rows`` examples) and its guarded steps' statuses."""
         self._steps.append((step, loss, statuses, rows))
 
-    def read(self) -> None:
-        """Append the unread losses to ``losses``.
+    def read(self) -> tuple[list[float], list[int]]:
+        """Append the unread losses (per example) to ``losses``; returns their sums and row
+        counts.
 
         Raises:
             FloatingPointError: a step's loss or gradient was NaN/Inf (that step was skipped).
         """
         if not self._steps:
-            return
+            return [], []
         steps, self._steps = self._steps, []
         codes = torch.stack([torch.stack([code for _, code in s[2]]) for s in steps]).tolist()
         for (step, _, statuses, _), row in zip(steps, codes, strict=True):
             for (group, _), code in zip(statuses, row, strict=True):
                 if code != FINITE:
                     self._fail(step, self.names[group], code)
-        sums = torch.stack([s[1] for s in steps]).tolist()
-        self.losses.extend(total / s[3] for total, s in zip(sums, steps, strict=True))
-        if self.world.distributed:
-            self.pending.extend((total, s[3]) for total, s in zip(sums, steps, strict=True))
+        sums, rows = torch.stack([s[1] for s in steps]).tolist(), [s[3] for s in steps]
+        self.losses.extend(total / count for total, count in zip(sums, rows, strict=True))
+        return sums, rows
 
     def _fail(self, step: int, name: str, code: int) -> None:
         if code == LOSS_NOT_FINITE:
-            cause = f"the {name} became NaN/Inf" + (" on this rank" if self.world.distributed else "")
+            cause = f"the {name} became NaN/Inf" + (" on this rank" if self.distributed else "")
         else:
             cause = f"the gradient of the {name} became NaN/Inf" + (
-                " (on this or another rank)" if self.world.distributed else ""
+                " (on this or another rank)" if self.distributed else ""
             )
         raise FloatingPointError(
             f"{cause} at step {step}; that step was skipped and the parameters are finite, those "
@@ -673,33 +714,3 @@ def _validate(
     total, count = world.all_sum([total, mine.shape[0]])
     value = total / count
     return value if math.isfinite(value) else math.inf
-
-
-def _resume(path, saved, config, model, optimizers, generator, n, world: World, device) -> dict:
-    if saved["config"] != config:
-        raise ValueError(f"checkpoint {path} was written for another model: {saved['config']}")
-    resume = saved.get("resume")
-    if resume is None:
-        raise ValueError(f"{path} holds a model but no training state to resume")
-    if resume["perm"].shape[0] != n:
-        raise ValueError(
-            f"checkpoint {path} was written for {resume['perm'].shape[0]} training rows, not {n}"
-        )
-    model.load_state_dict(resume.pop("params"))
-    states = resume.pop("optim")
-    states = [states] if isinstance(states, dict) else states  # files written before several optimizers
-    if len(states) != len(optimizers):
-        raise ValueError(
-            f"checkpoint {path} holds {len(states)} optimizer states, this objective has {len(optimizers)}"
-        )
-    for optimizer, saved_state in zip(optimizers, states, strict=True):
-        optimizer.load_state_dict(saved_state)
-    rng, rngs = resume.pop("rng"), resume.pop("rngs", None)
-    if not world.distributed:
-        set_rng_states(rng, device)
-    elif rngs is not None and len(rngs) == world.size:
-        set_rng_states(rngs[world.rank], device)  # the same world: the same run, bit for bit
-    else:  # another world size: fresh, distinct streams
-        torch.manual_seed(_rank_seed(int(torch.randint(2**62, (), generator=generator)), world.rank))
-    generator.set_state(resume.pop("gen"))
-    return resume

@@ -17,7 +17,7 @@ from pyro.infer import SVI, Trace_ELBO
 
 import pyro_xform as px
 from pyro_xform.distributed import World
-from pyro_xform.fit import _Averaged, _Batches
+from pyro_xform.fit import TrainState, _Averaged, _Batches
 from pyro_xform.rng import fixed_seed, get_rng_states, set_rng_states
 
 META = torch.device("meta")
@@ -26,7 +26,7 @@ cuda = pytest.mark.cuda
 
 def test_minibatches_of_cpu_data_are_moved_to_the_models_device():
     data, context = torch.randn(10, 3), torch.randn(10, 2)
-    state = {"perm": torch.randperm(10), "pos": 0}
+    state = TrainState(perm=torch.randperm(10))
     batches = _Batches(state, data, context, torch.Generator(), World.single(), 4, META)
     for _ in range(4):  # crosses an epoch: the new shuffle is moved too
         batch, ctx = batches.next()

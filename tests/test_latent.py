@@ -84,7 +84,7 @@ def test_vae_model_and_guide_in_a_users_svi_loop():
     for _ in range(100):
         svi.step(x)
     assert svi.evaluate_loss(x) < first
-    assert any(name.startswith("vae$$$encoder") for name in pyro.get_param_store().keys())
+    assert any(name.startswith(f"{vae.name}$$$encoder") for name in pyro.get_param_store().keys())
     trace = pyro.poutine.trace(vae.guide).get_trace(x)
     assert trace.nodes["z"]["value"].shape == (64, 2)
 

@@ -348,8 +348,11 @@ class VAE(Xform):
         codes = self.codes(data, context, per_row)
         code_context = None
         if prior.context_features:
+            if context is None:
+                raise ValueError("the prior is conditional: give the context of the data")
             code_context = context.repeat(per_row, 1)
-        result = fit(prior, codes.to(next(prior.parameters()).dtype), context=code_context, **fit_kwargs)
+        # No cast: fit refuses a prior of another dtype than the codes with a clear message.
+        result = fit(prior, codes, context=code_context, **fit_kwargs)
         self.set_prior(prior)
         return result
 
