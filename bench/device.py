@@ -66,7 +66,7 @@ def throughput(device: torch.device, steps: int, threads: int) -> None:
     torch.set_num_threads(threads)
     data, _ = px.datasets.load("checkerboard")
     print(f"\nfit steps per second, data on the CPU, {threads} CPU thread(s), {steps} steps")
-    print(f"{'family':<14}{'batch':>7}{'cpu':>10}{str(device):>10}{'ratio':>9}")
+    print(f"{'family':<14}{'batch':>7}{'cpu':>10}{device!s:>10}{'ratio':>9}")
     for family in FAMILIES:
         for batch in (512, 4096):
             cpu = steps_per_second(family, torch.device("cpu"), batch, steps, data)

@@ -208,7 +208,8 @@ def main() -> None:
         report("VAE, Gaussian prior (IWAE K=1000)", nll(vae, x_test), sec, "estimate", vae)
         start = time.perf_counter()
         prior = px.NSF(16, transforms=4, hidden=(128, 128), bins=8, actnorm=True)
-        vae.fit_prior(
+        px.fit_prior(
+            vae,
             prior,
             x_train,
             per_row=8,
@@ -231,7 +232,7 @@ def main() -> None:
         torch.manual_seed(0)
         ae = px.Autoencoder(D, latent=16, hidden=(512, 256))
         _, sec = train(ae, x_train, steps(3000), 1e-3, schedule="cosine", patience=30)
-        ae.fit_latent(x_train, steps=steps(2000), lr=1e-3, validation=0.15, progress=False, seed=0)
+        px.fit_latent(ae, x_train, steps=steps(2000), lr=1e-3, validation=0.15, progress=False, seed=0)
         samples_only("Autoencoder", ae, sec)
     if want("GAN"):
         torch.manual_seed(0)

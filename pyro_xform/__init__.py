@@ -19,6 +19,7 @@ from .families import (
     RealNVP,
 )
 from .fit import FitResult, fit
+from .two_stage import fit_latent, fit_prior
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,8 @@ __all__ = [
     "datasets",
     "distributed",
     "fit",
+    "fit_latent",
+    "fit_prior",
     "infer",
     "load",
     "metrics",

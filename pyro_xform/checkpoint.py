@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .core import Xform, spec_of
+from .families import FAMILIES
 
 __all__ = ["atomic_save", "build", "load", "read", "save"]
 
@@ -47,16 +48,20 @@ def config_of(model: Xform) -> str:
         raise ValueError(f"the constructor arguments of {type(model).__name__} are not JSON: {e}") from None
 
 
-def build(config: str | dict) -> Xform:
-    """Build an untrained model from a config written by :func:`save`."""
-    from .families import FAMILIES
+def _is_spec(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"family", "kwargs"}
 
+
+def build(config: str | dict) -> Xform:
+    """Build an untrained model from a config written by :func:`save`; a nested model (a
+    VAE's prior, an autoencoder's density) is built from its own recorded config first."""
     if isinstance(config, str):
         config = json.loads(config)
     family = config["family"]
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {sorted(FAMILIES)}")
-    return FAMILIES[family](**config["kwargs"])
+    kwargs = {k: build(v) if _is_spec(v) else v for k, v in config["kwargs"].items()}
+    return FAMILIES[family](**kwargs)
 
 
 def save(model: Xform, path: str | os.PathLike) -> None:

@@ -304,14 +304,11 @@ def spec_of(value: Any) -> Any:
 
 
 def as_xform(spec: Any, *, name: str) -> Xform | None:
-    """A model from a constructor argument: ``None``, an :class:`Xform` or a recorded config
-    ``{"family": ..., "kwargs": ...}`` (how a nested model comes back from a checkpoint)."""
+    """A model from a constructor argument: ``None`` or an :class:`Xform` (a nested model
+    recorded in a checkpoint's config is rebuilt by :func:`pyro_xform.checkpoint.build`
+    before it reaches a constructor)."""
     if spec is None or isinstance(spec, Xform):
         return spec
-    if isinstance(spec, dict) and set(spec) == {"family", "kwargs"}:
-        from .checkpoint import build
-
-        return build(spec)
     raise ValueError(f"{name} must be a pyro_xform model (an Xform) or None, got {type(spec).__name__}")
 
 

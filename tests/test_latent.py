@@ -3,6 +3,7 @@ DiscreteAutoregressive, and their objectives."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -113,7 +114,7 @@ def test_vae_fit_prior_two_stage_and_save_load(tmp_path):
     vae = px.VAE(4, latent=2, hidden=(32, 32))
     px.fit(vae, data, steps=150, lr=3e-3, progress=False, seed=0)
     prior = px.MAF(2, transforms=2, hidden=(16, 16))
-    result = vae.fit_prior(prior, data, per_row=2, steps=100, progress=False, seed=0)
+    result = px.fit_prior(vae, prior, data, per_row=2, steps=100, progress=False, seed=0)
     assert result.steps == 100 and vae.prior is prior and vae.config["prior"]["family"] == "MAF"
     assert vae.codes(data[:10], per_row=3).shape == (30, 2)
     px.save(vae, tmp_path / "vae.pt")
@@ -130,7 +131,7 @@ def test_latent_diffusion_prior():
     vae = px.VAE(4, latent=2, hidden=(16,))
     px.fit(vae, data, steps=5, progress=False, seed=0)
     diffusion = px.Diffusion(2, hidden=(16,), time_features=4, solver="rk4", steps=8)
-    vae.fit_prior(diffusion, data, steps=5, progress=False, seed=0)
+    px.fit_prior(vae, diffusion, data, steps=5, progress=False, seed=0)
     d = vae()
     assert d.sample((3,)).shape == (3, 4) and torch.isfinite(d.log_prob(data[:3])).all()
 
@@ -153,7 +154,7 @@ def test_autoencoder_two_stages():
     with torch.no_grad():
         error = (ae.decode(ae.encode(data)) - data).pow(2).sum(-1).mean()
     assert error < 0.1 * data.var(0).sum()
-    latent = ae.fit_latent(data, steps=50, progress=False, seed=0)
+    latent = px.fit_latent(ae, data, steps=50, progress=False, seed=0)
     assert latent.steps == 50
     with pytest.raises(NotImplementedError, match="noise"):
         ae().log_prob(data[:3])
@@ -268,8 +269,10 @@ def test_two_vaes_trained_by_a_users_svi_loop_both_train():
     """A shared default name in Pyro's param store would hand the second VAE the first one's
     parameters: its own would never change."""
     data = torch.randn(32, 4)
-    vaes = [px.VAE(features=4, latent=2, hidden=(8,)) for _ in range(2)]
-    assert vaes[0].name != vaes[1].name
+    first = px.VAE(features=4, latent=2, hidden=(8,))
+    vaes = [first, px.VAE(features=4, latent=2, hidden=(8,)), copy.deepcopy(first)]
+    assert len({vae.name for vae in vaes}) == 3
+    assert copy.deepcopy(px.VAE(features=4, name="mine")).name == "mine"
     for vae in vaes:
         before = {k: v.detach().clone() for k, v in vae.named_parameters()}
         svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())

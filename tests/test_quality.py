@@ -53,7 +53,7 @@ def test_vae_on_digits_beats_the_gmm_and_a_flow_prior_tightens_its_bound():
 
     gaussian = bpd()
     prior = px.NSF(16, transforms=4, hidden=(128, 128), bins=8, actnorm=True)
-    vae.fit_prior(prior, split.train, per_row=16, steps=1500, validation=0.15, progress=False, seed=0)
+    px.fit_prior(vae, prior, split.train, per_row=16, steps=1500, validation=0.15, progress=False, seed=0)
     flow = bpd()
     assert gaussian < 2.71  # the 10-component GMM of bench/digits.py
     assert flow < gaussian - 0.01

@@ -105,7 +105,7 @@ print(vae().log_prob_kind)
 # %% [markdown]
 # ## 3. Learned priors: a flow and a diffusion model in latent space
 # The prior that makes the ELBO tightest is the *aggregate posterior*
-# $q(z) = \frac1N\sum_i q(z \mid x_i)$, which is rarely Gaussian. `vae.fit_prior(prior, data)`
+# $q(z) = \frac1N\sum_i q(z \mid x_i)$, which is rarely Gaussian. `px.fit_prior(vae, prior, data)`
 # draws codes from it and fits any exact family to them with that family's own objective
 # (maximum likelihood for a flow, denoising score matching for diffusion), then plugs it in.
 # The diffusion prior's density is the exact probability-flow ODE density, so the IWAE bound
@@ -114,7 +114,8 @@ print(vae().log_prob_kind)
 # %%
 prior_steps = 20 if SMOKE else 2000
 with_flow = copy.deepcopy(vae)
-with_flow.fit_prior(
+px.fit_prior(
+    with_flow,
     px.NSF(16, transforms=4, hidden=(128, 128), bins=8, actnorm=True),
     train,
     per_row=16,
@@ -124,7 +125,8 @@ with_flow.fit_prior(
     seed=0,
 )
 with_diffusion = copy.deepcopy(vae)
-with_diffusion.fit_prior(
+px.fit_prior(
+    with_diffusion,
     px.Diffusion(16, hidden=(256, 256, 256), rtol=1e-4, atol=1e-4),
     train,
     per_row=16,

@@ -29,7 +29,7 @@ class Autoencoder(Xform):
 
     so the networks learn to reconstruct (with a small code penalty :math:`\\lambda` that keeps
     the codes at unit scale) while the density is fitted to the gradient-stopped codes — the
-    two stages run together, and :meth:`fit_latent` refits the density to the final codes.
+    two stages run together, and :func:`pyro_xform.fit_latent` refits the density to the final codes.
 
     Without a noise model the decoder is a deterministic map into a low-dimensional set, so
     there is no density (``log_prob_kind is None``). With ``noise=σ`` the model is
@@ -105,7 +105,7 @@ class Autoencoder(Xform):
             raise ValueError(f"the latent density needs an exact log_prob; {type(density).__name__} has none")
         self.density = density
 
-    def _density_context(self, context: Tensor | None) -> Tensor | None:
+    def density_context(self, context: Tensor | None) -> Tensor | None:
         return context if self.density.context_features else None
 
     def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -117,7 +117,7 @@ class Autoencoder(Xform):
     def latent_distribution(
         self, context: Tensor | None = None, batch_shape=()
     ) -> torch.distributions.Distribution:
-        d = self.density(self._density_context(context))
+        d = self.density(self.density_context(context))
         batch_shape = torch.Size(batch_shape)
         return d if d.batch_shape == batch_shape else d.expand(batch_shape)
 
@@ -125,14 +125,14 @@ class Autoencoder(Xform):
         """Data-dependent initialization of the latent density on the first batch's codes."""
         with torch.no_grad():
             codes = self.encoder(data, context)
-        self.density.initialize(codes, self._density_context(context))
+        self.density.initialize(codes, self.density_context(context))
 
     def reconstruction_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
         """The objective ``"reconstruction"`` summed over the batch (see the class)."""
         z = self.encoder(batch, context)
         error = (self.decoder(z, context) - batch).pow(2).sum(-1)
         penalty = self.code_penalty * z.pow(2).sum(-1)
-        nll = -self.density(self._density_context(context)).log_prob(z.detach())
+        nll = -self.density(self.density_context(context)).log_prob(z.detach())
         return (error + penalty + nll).sum()
 
     def reconstruction_error(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
@@ -140,15 +140,14 @@ class Autoencoder(Xform):
         (the latent density is refitted afterwards, so it does not decide early stopping)."""
         return (self.decoder(self.encoder(batch, context), context) - batch).pow(2).sum()
 
-    def fit_latent(self, data: Tensor, context: Tensor | None = None, **fit_kwargs):
-        """Refit the latent density to the codes of ``data`` (the second stage) by its default
-        objective; returns the :class:`~pyro_xform.FitResult`."""
-        from ..fit import fit
-
+    @torch.no_grad()
+    def codes(self, data: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The codes :math:`E(x_i; c_i)` of ``data`` and the context the latent density takes
+        with them (``None`` for an unconditional density): what
+        :func:`pyro_xform.fit_latent` fits the density to."""
         self.check_data(data)
-        with torch.no_grad():
-            codes = self.encoder(data, self.check_context(context))
-        return fit(self.density, codes, context=self._density_context(context), **fit_kwargs)
+        context = self.check_context(context)
+        return self.encoder(data, context), self.density_context(context)
 
     def _log_prob(self, value: Tensor, context: Tensor | None) -> Tensor:
         prior = self.latent_distribution(context, value.shape[:-1])

@@ -24,7 +24,7 @@ SAMPLERS = ("ode", "sde", "ddim")
 TIME_SAMPLING = ("uniform", "likelihood")
 
 
-class _ProbabilityFlow(nn.Module):
+class ProbabilityFlow(nn.Module):
     """The probability-flow drift :math:`\\dot x = f(s)x - \\tfrac12 g(s)^2 \\nabla\\log p_s(x)`
     with the score :math:`-\\varepsilon_\\theta(x, s, c) / \\sigma_s`. With ``gaussian_skip``
     the noise prediction is :math:`\\sigma_s c_{in}(s)\\,u + \\mathrm{net}(u, s, c)` at
@@ -183,7 +183,7 @@ class Diffusion(ContinuousTimeXform):
         super().__init__(
             features,
             context,
-            field=_ProbabilityFlow(net, schedule, gaussian_skip),
+            field=ProbabilityFlow(net, schedule, gaussian_skip),
             time=(1.0, eps),
             solver=solver,
             steps=steps,

@@ -44,7 +44,7 @@ def _column(r: Tensor) -> Tensor:
     return r.unsqueeze(-1) if r.dim() else r
 
 
-class _Velocity(nn.Module):
+class Velocity(nn.Module):
     """:math:`v(x, t, c)` of a network trained with context dropout; ``guidance`` :math:`w`
     mixes the conditional and unconditional fields, :math:`v_\\varnothing + w (v_c - v_\\varnothing)`.
     With a ``skip`` schedule the field is :math:`r(t)\\,x + v_\\theta` (:func:`gaussian_rate`)."""
@@ -226,7 +226,7 @@ class FlowMatching(ContinuousTimeXform):
         super().__init__(
             features,
             context,
-            field=_Velocity(net, context, null_token, guidance, schedule if gaussian_skip else None),
+            field=Velocity(net, context, null_token, guidance, schedule if gaussian_skip else None),
             time=(0.0, 1.0 - schedule.eps),
             solver=solver,
             steps=steps,
@@ -252,7 +252,7 @@ class FlowMatching(ContinuousTimeXform):
         if guidance != 1.0 and not self.guidance_dropout:
             raise ValueError("guidance needs a model trained with guidance_dropout > 0")
         field = self.ode.field
-        return _Velocity(self.network, self.context_features, field.null_token, guidance, field.skip)
+        return Velocity(self.network, self.context_features, field.null_token, guidance, field.skip)
 
     def cfm_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
         """The conditional flow-matching loss summed over the batch (one draw of

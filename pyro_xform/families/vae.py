@@ -16,7 +16,7 @@ from pyro import poutine
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from ..core import GeneratedDistribution, Xform, XformDistribution, as_xform, is_count
+from ..core import GeneratedDistribution, Xform, XformDistribution, as_xform, is_count, spec_of
 from ..nn import MLP
 from ..transforms import Generator
 from .flows import IAF
@@ -74,7 +74,7 @@ class VAE(Xform):
     The prior is a standard normal or **any** exact :class:`~pyro_xform.Xform` on the latent
     space (a flow; a :class:`~pyro_xform.FlowMatching` or :class:`~pyro_xform.Diffusion`
     model, i.e. latent diffusion), trained jointly by the ELBO or afterwards on the codes by
-    :meth:`fit_prior`. The posterior is a diagonal normal, or that normal followed by a flow
+    :func:`pyro_xform.fit_prior`. The posterior is a diagonal normal, or that normal followed by a flow
     conditioned on an encoder output :math:`h(x, c)`: ``"iaf"`` (inverse autoregressive flow)
     or any exact family whose ``context`` equals the size of :math:`h` (32).
 
@@ -152,6 +152,7 @@ class VAE(Xform):
             raise ValueError(f"name must be a non-empty str, got {name!r}")
         # Pyro's param store keys parameters by name: a shared default name would hand a second
         # VAE the first one's parameters, and the second would silently never train.
+        self._own_name = name is None
         name = f"vae_{next(_NAMES)}" if name is None else name
         self.latent, self.likelihood, self.particles, self.name = latent, likelihood, particles, name
         hidden = tuple(hidden)
@@ -181,6 +182,13 @@ class VAE(Xform):
         self.register_buffer("latent_loc", torch.zeros(latent))
         self.register_buffer("latent_scale", torch.ones(latent))
         self.prior = self._check_latent_model(as_xform(prior, name="prior"), "prior", (0, context))
+
+    def __setstate__(self, state) -> None:
+        # A deep copy or an unpickled VAE is another model: with a name of its own unless the
+        # user chose one, it does not take over the original's parameters in Pyro's store.
+        super().__setstate__(state)
+        if self.__dict__.get("_own_name"):
+            self.name = f"vae_{next(_NAMES)}"
 
     def _check_latent_model(self, model: Xform | None, what: str, contexts: tuple[int, ...]) -> Xform | None:
         if model is None:
@@ -317,14 +325,15 @@ class VAE(Xform):
         )
 
     # -- two-stage priors ----------------------------------------------------------------
+    def check_prior(self, prior: Xform | None) -> Xform | None:
+        """``prior`` if it can be this VAE's prior (an exact model over the latent space, with
+        context 0 or the VAE's); else ``ValueError``."""
+        return self._check_latent_model(as_xform(prior, name="prior"), "prior", (0, self.context_features))
+
     def set_prior(self, prior: Xform | None) -> None:
         """Replace the prior (recorded in :attr:`config`, so a saved model keeps it)."""
-        self.prior = self._check_latent_model(
-            as_xform(prior, name="prior"), "prior", (0, self.context_features)
-        )
-        self.config["prior"] = (
-            None if prior is None else {"family": type(prior).__name__, "kwargs": prior.config}
-        )
+        self.prior = self.check_prior(prior)
+        self.config["prior"] = spec_of(prior)
 
     @torch.no_grad()
     def codes(self, data: Tensor, context: Tensor | None = None, per_row: int = 1) -> Tensor:
@@ -333,28 +342,6 @@ class VAE(Xform):
         self.check_data(data)
         q = self.posterior(data, self.check_context(context))
         return q.sample((per_row,)).reshape(-1, self.latent)
-
-    def fit_prior(
-        self, prior: Xform, data: Tensor, context: Tensor | None = None, per_row: int = 1, **fit_kwargs
-    ):
-        """Fit ``prior`` to the aggregate posterior of ``data`` by its own default objective,
-        then use it as the prior (two-stage training, as in latent diffusion). The encoder and
-        decoder are unchanged; the KL-optimal prior is the aggregate posterior, so a good fit
-        tightens the bound. Returns the :class:`~pyro_xform.FitResult`.
-        """
-        from ..fit import fit
-
-        self._check_latent_model(prior, "prior", (0, self.context_features))
-        codes = self.codes(data, context, per_row)
-        code_context = None
-        if prior.context_features:
-            if context is None:
-                raise ValueError("the prior is conditional: give the context of the data")
-            code_context = context.repeat(per_row, 1)
-        # No cast: fit refuses a prior of another dtype than the codes with a clear message.
-        result = fit(prior, codes, context=code_context, **fit_kwargs)
-        self.set_prior(prior)
-        return result
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, latent={self.latent}, likelihood={self.likelihood!r}"

@@ -10,6 +10,8 @@ import torch
 from .. import transforms as T
 from ..core import Xform
 from ..core import XformDistribution as TorchXformDistribution
+from ..families.diffusion import ProbabilityFlow
+from ..families.flow_matching import Velocity
 from ..nn import TimeMLP
 from ..schedules import CondOT, Cosine, VarianceExploding, VariancePreserving
 from . import transforms as J
@@ -62,7 +64,8 @@ def _transformer(t) -> object:
     if isinstance(t, T.Affine):
         return J.Affine(t.bound)
     if isinstance(t, T.RQSpline):
-        return J.RQSpline(t.bins, t.bound, t.min_width, t.min_height, t.min_derivative, float(t._offset))
+        offset = float(t.derivative_offset)
+        return J.RQSpline(t.bins, t.bound, t.min_width, t.min_height, t.min_derivative, offset)
     raise NotImplementedError(f"no JAX twin for the element-wise map {type(t).__name__}")
 
 
@@ -79,17 +82,14 @@ def _schedule(s) -> Schedule:
 
 
 def _field(field) -> object:
-    from ..families.diffusion import _ProbabilityFlow
-    from ..families.flow_matching import _Velocity
-
     if isinstance(field, TimeMLP):
         return TimeDense.of(field)
-    if isinstance(field, _Velocity):
+    if isinstance(field, Velocity):
         skip = None if field.skip is None else _schedule(field.skip)
         return VelocityField(
             TimeDense.of(field.net), field.context, field.null_token, float(field.guidance), skip
         )
-    if isinstance(field, _ProbabilityFlow):
+    if isinstance(field, ProbabilityFlow):
         return ProbabilityFlowField(TimeDense.of(field.net), _schedule(field.schedule), field.gaussian_skip)
     raise NotImplementedError(f"no JAX twin for the velocity field {type(field).__name__}")
 
@@ -115,7 +115,7 @@ def export_bijector(bijector: T.Bijector, context: jax.Array | None = None) -> J
     if isinstance(bijector, T.Permutation):
         return J.Permutation(bijector.perm.cpu().numpy(), bijector.inverse_perm.cpu().numpy())
     if isinstance(bijector, T.LULinear):
-        lower, upper, ladj = bijector._factors()
+        lower, upper, ladj = bijector.factors()
         return J.LULinear(array(lower), array(upper), array(bijector.bias), array(ladj))
     if isinstance(bijector, T.ActNorm):
         return J.ActNorm(array(bijector.shift), array(bijector.log_scale))

@@ -105,7 +105,7 @@ class RQSpline:
         self.bins, self.bound = int(bins), float(bound)
         self.min_width, self.min_height, self.min_derivative = min_width, min_height, min_derivative
         # softplus(offset) + min_derivative == 1: zero parameters give unit derivatives.
-        self._offset = math.log(math.expm1(1.0 - min_derivative))
+        self.derivative_offset = math.log(math.expm1(1.0 - min_derivative))
 
     @property
     def params_per_dim(self) -> int:
@@ -123,7 +123,7 @@ class RQSpline:
         sizes = self._scaled(torch.softmax(pt[: 2 * K].view(2, K, -1), 1))
         knots = torch.cat((sizes.new_full((2, 1, m), -B), torch.cumsum(sizes, 1) - B), 1)
         one = pt.new_ones(1, m)
-        d = torch.cat((one, F.softplus(pt[2 * K :] + self._offset) + self.min_derivative, one), 0)
+        d = torch.cat((one, F.softplus(pt[2 * K :] + self.derivative_offset) + self.min_derivative, one), 0)
         flat = v.reshape(1, m)
         idx = (flat >= knots[search, 1:K]).sum(0, keepdim=True)
         pair = torch.cat((idx, idx + 1), 0)
@@ -196,7 +196,7 @@ class _RQDensity(torch.autograd.Function):
         soft = torch.softmax(pt[: 2 * K].view(2, K, -1), 1)
         sizes = spline._scaled(soft)  # (2, K, M): widths, heights
         upper = torch.cumsum(sizes, 1) - B  # right knots of each bin
-        pre = pt[2 * K :] + spline._offset
+        pre = pt[2 * K :] + spline.derivative_offset
         one = pt.new_ones(1, m)
         d = torch.cat((one, F.softplus(pre) + spline.min_derivative, one), 0)
         idx = (xc >= upper[0, : K - 1]).sum(0)

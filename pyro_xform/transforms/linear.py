@@ -74,7 +74,9 @@ class LULinear(Bijector):
         self.bias = nn.Parameter(torch.zeros(features))
         self.register_buffer("_strict_lower", torch.tril(torch.ones(features, features), -1))
 
-    def _factors(self) -> tuple[Tensor, Tensor, Tensor]:
+    def factors(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The factors :math:`L` (unit lower), :math:`U` (upper, positive diagonal) of the
+        weight :math:`W = L U`, and :math:`\\log|\\det W|`."""
         eye = torch.eye(self.features, dtype=self.lower.dtype, device=self.lower.device)
         diag = F.softplus(self.raw_diag) + 1e-5
         L = self.lower * self._strict_lower + eye
@@ -82,12 +84,12 @@ class LULinear(Bijector):
         return L, U, diag.log().sum()
 
     def forward_and_ladj(self, z, context=None):
-        L, U, ladj = self._factors()
+        L, U, ladj = self.factors()
         x = z @ (L @ U).T + self.bias
         return x, ladj.expand(x.shape[:-1])
 
     def inverse_and_ladj(self, x, context=None):
-        L, U, ladj = self._factors()
+        L, U, ladj = self.factors()
         flat = (x - self.bias).reshape(-1, self.features).T
         y = torch.linalg.solve_triangular(L, flat, upper=False, unitriangular=True)
         z = torch.linalg.solve_triangular(U, y, upper=True).T.reshape(x.shape)
