@@ -27,6 +27,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import Tensor
 
 from .core import Xform, is_count
+from .families import Autoencoder, Diffusion, FlowMatching
 from .metrics import sliced_wasserstein
 from .rng import fixed_seed
 
@@ -113,11 +114,16 @@ class MaximumLikelihood(Objective):
         return -model(context, **self.settings).log_prob(batch).sum()
 
     def validation_loss(self, model, batch, context):
-        return -model(context, **self.settings).log_prob(batch).mean()
+        return _mean_nll(model, batch, context, self.settings)
+
+
+def _mean_nll(model: Xform, batch: Tensor, context: Tensor | None, settings: dict) -> Tensor:
+    return -model(context, **settings).log_prob(batch).mean()
 
 
 class _Regression(Objective):
-    """An objective computed by a method of the model (``method``), summed over the batch.
+    """A regression loss of one family (``family``; :meth:`loss` calls its method), summed
+    over the batch.
 
     Args:
         validation: what ``fit`` measures on the validation split: ``"loss"`` (this
@@ -128,7 +134,7 @@ class _Regression(Objective):
             steps=16`` for a cheaper ODE solve.
     """
 
-    method: ClassVar[str] = ""
+    family: ClassVar[type[Xform]] = Xform
 
     def __init__(self, validation: str = "loss", **settings) -> None:
         if validation not in ("loss", "nll"):
@@ -139,14 +145,11 @@ class _Regression(Objective):
 
     def compatible(self, model: Xform) -> bool:
         has_density = self.validation != "nll" or model.log_prob_kind is not None
-        return callable(getattr(model, self.method, None)) and has_density
-
-    def loss(self, model, batch, context):
-        return getattr(model, self.method)(batch, context)
+        return isinstance(model, self.family) and has_density
 
     def validation_loss(self, model, batch, context):
         if self.validation == "nll":
-            return -model(context, **self.settings).log_prob(batch).mean()
+            return _mean_nll(model, batch, context, self.settings)
         with fixed_seed(batch.device):
             return self.loss(model, batch, context) / batch.shape[0]
 
@@ -156,7 +159,10 @@ class ConditionalFlowMatching(_Regression):
     (see :class:`pyro_xform.FlowMatching`)."""
 
     name = "cfm"
-    method = "cfm_loss"
+    family = FlowMatching
+
+    def loss(self, model, batch, context):
+        return model.cfm_loss(batch, context)
 
 
 class DenoisingScoreMatching(_Regression):
@@ -165,7 +171,10 @@ class DenoisingScoreMatching(_Regression):
     (see :class:`pyro_xform.Diffusion`)."""
 
     name = "dsm"
-    method = "dsm_loss"
+    family = Diffusion
+
+    def loss(self, model, batch, context):
+        return model.dsm_loss(batch, context)
 
 
 class Reconstruction(_Regression):
@@ -173,7 +182,10 @@ class Reconstruction(_Regression):
     of its latent density on the (gradient-stopped) codes (see :class:`pyro_xform.Autoencoder`)."""
 
     name = "reconstruction"
-    method = "reconstruction_loss"
+    family = Autoencoder
+
+    def loss(self, model, batch, context):
+        return model.reconstruction_loss(batch, context)
 
     def __init__(self) -> None:
         super().__init__()
