@@ -22,10 +22,10 @@ from .distributed import Distributed, World, fingerprint, rank_seed
 from .objectives import Objective, get_objective
 from .rng import get_rng_states, set_rng_states
 
-__all__ = ["SCHEDULES", "FitResult", "fit"]
+__all__ = ["LR_SCHEDULES", "FitResult", "TrainState", "fit"]
 
 #: Learning-rate schedules of :func:`fit`.
-SCHEDULES = ("constant", "cosine", "plateau")
+LR_SCHEDULES = ("constant", "cosine", "plateau")
 #: Data-dependent initialization (standardizers, ActNorm) sees at least this many rows: a
 #: minibatch of 512 leaves a regression on a 10-D context visibly noisy (0.1 nats on a
 #: 10-D Gaussian posterior); every row would cost memory on large data sets.
@@ -263,8 +263,8 @@ def _checked_arguments(
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if augment is not None and not callable(augment):
         raise ValueError(f"augment must be a function of a batch, got {type(augment).__name__}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
     if schedule == "plateau" and validation is None:
         raise ValueError("schedule='plateau' anneals on validation measurements; give validation")
     model.check_data(data)

@@ -61,6 +61,11 @@ class Schedule:
         """Standard deviation of the base :math:`\\mathcal N(0, \\sigma^2 I)` at :math:`s = 1`."""
         return 1.0
 
+    def parameters(self) -> tuple[float, ...]:
+        """The constructor's arguments, in order: ``schedule(s.name, *s.parameters())``
+        rebuilds ``s`` (and the NumPyro twin is built from them)."""
+        return ()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -80,6 +85,9 @@ class CondOT(Schedule):
         if not 0 <= sigma_min < 1:
             raise ValueError(f"sigma_min must lie in [0, 1), got {sigma_min}")
         self.sigma_min = sigma_min
+
+    def parameters(self) -> tuple[float, ...]:
+        return (self.sigma_min,)
 
     def alpha(self, s):
         return 1 - s
@@ -136,6 +144,9 @@ class VariancePreserving(Schedule):
             raise ValueError(f"need 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
         self.beta_min, self.beta_max = beta_min, beta_max
 
+    def parameters(self) -> tuple[float, ...]:
+        return (self.beta_min, self.beta_max)
+
     def beta(self, s):
         return self.beta_min + s * (self.beta_max - self.beta_min)
 
@@ -182,6 +193,9 @@ class VarianceExploding(Schedule):
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
         self.log_ratio = math.log(sigma_max / sigma_min)
 
+    def parameters(self) -> tuple[float, ...]:
+        return (self.sigma_min, self.sigma_max)
+
     def alpha(self, s):
         return torch.ones_like(s)
 
@@ -208,8 +222,14 @@ class VarianceExploding(Schedule):
 SCHEDULES = {"condot": CondOT, "cosine": Cosine, "vp": VariancePreserving, "ve": VarianceExploding}
 
 
-def schedule(name: str, **kwargs) -> Schedule:
-    """The schedule called ``name`` (``condot``, ``cosine``, ``vp``, ``ve``)."""
+def schedule(name: str, *args: float, **kwargs: float) -> Schedule:
+    """The schedule called ``name`` (``condot``, ``cosine``, ``vp``, ``ve``) with these
+    arguments.
+
+    Examples:
+        >>> schedule("vp", beta_max=10.0).parameters()
+        (0.1, 10.0)
+    """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose from {sorted(SCHEDULES)}")
-    return SCHEDULES[name](**kwargs)
+    return SCHEDULES[name](*args, **kwargs)

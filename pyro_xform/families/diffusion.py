@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from ..core import is_count
 from ..nn import TimeMLP
-from ..schedules import Schedule, VarianceExploding, VariancePreserving
+from ..schedules import Schedule
+from ..schedules import schedule as make_schedule
 from .continuous import ContinuousTimeXform
 
 __all__ = ["SAMPLERS", "SDES", "TIME_SAMPLING", "Diffusion"]
@@ -171,10 +172,10 @@ class Diffusion(ContinuousTimeXform):
         if sde not in SDES:
             raise ValueError(f"sde must be one of {SDES}, got {sde!r}")
         if sde == "vp":
-            schedule: Schedule = VariancePreserving(beta_min, beta_max)
+            schedule = make_schedule("vp", beta_min, beta_max)
         else:
-            schedule = VarianceExploding(
-                sigma_min, 3 * math.sqrt(2 * features) if sigma_max is None else sigma_max
+            schedule = make_schedule(
+                "ve", sigma_min, 3 * math.sqrt(2 * features) if sigma_max is None else sigma_max
             )
         eps = schedule.eps if eps is None else eps
         if not 0 <= eps < 1 or (sde == "vp" and eps == 0):
@@ -228,7 +229,10 @@ class Diffusion(ContinuousTimeXform):
             grid = torch.linspace(self.eps, 1.0, 4097, dtype=torch.float64)
             weight = self.schedule.g2(grid) / self.schedule.sigma(grid) ** 2
             cdf = torch.cat([weight.new_zeros(1), torch.cumulative_trapezoid(weight, grid)])
-            self._time_cdfs[key] = (grid.to(dtype=dtype, device=device), (cdf / cdf[-1]).to(dtype, device))
+            self._time_cdfs[key] = (
+                grid.to(dtype=dtype, device=device),
+                (cdf / cdf[-1]).to(dtype=dtype, device=device),
+            )
         return self._time_cdfs[key]
 
     def dsm_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:

@@ -11,7 +11,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..nn import TimeMLP
-from ..schedules import CondOT, Cosine, Schedule, VariancePreserving
+from ..schedules import Schedule
+from ..schedules import schedule as make_schedule
 from .continuous import ContinuousTimeXform
 
 __all__ = ["COUPLINGS", "PATHS", "FlowMatching", "gaussian_rate", "ot_pairing"]
@@ -211,11 +212,7 @@ class FlowMatching(ContinuousTimeXform):
             raise ValueError("classifier-free guidance (guidance_dropout > 0) needs a conditional model")
         if guidance != 1.0 and not guidance_dropout:
             raise ValueError("a guidance scale other than 1 needs a model trained with guidance_dropout > 0")
-        schedule: Schedule = {
-            "condot": lambda: CondOT(sigma_min),
-            "cosine": Cosine,
-            "vp": VariancePreserving,
-        }[path]()
+        schedule = make_schedule(path, **({"sigma_min": sigma_min} if path == "condot" else {}))
         if guidance_dropout and standardize == "regression":
             raise ValueError(
                 "classifier-free guidance mixes conditional and unconditional fields in one standardized "

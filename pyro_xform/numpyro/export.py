@@ -13,7 +13,8 @@ from ..core import XformDistribution as TorchXformDistribution
 from ..families.diffusion import ProbabilityFlow
 from ..families.flow_matching import Velocity
 from ..nn import TimeMLP
-from ..schedules import CondOT, Cosine, VarianceExploding, VariancePreserving
+from ..schedules import SCHEDULES
+from ..schedules import Schedule as NoiseSchedule
 from . import transforms as J
 from .nn import Dense, TimeDense, array
 from .ode import ODE, ProbabilityFlowField, Schedule, VelocityField
@@ -69,16 +70,10 @@ def _transformer(t) -> object:
     raise NotImplementedError(f"no JAX twin for the element-wise map {type(t).__name__}")
 
 
-def _schedule(s) -> Schedule:
-    if isinstance(s, CondOT):
-        return Schedule("condot", s.sigma_min)
-    if isinstance(s, Cosine):
-        return Schedule("cosine")
-    if isinstance(s, VariancePreserving):
-        return Schedule("vp", s.beta_min, s.beta_max)
-    if isinstance(s, VarianceExploding):
-        return Schedule("ve", s.sigma_min, s.sigma_max)
-    raise NotImplementedError(f"no JAX twin for the schedule {s!r}")
+def _schedule(s: NoiseSchedule) -> Schedule:
+    if SCHEDULES.get(s.name) is not type(s):
+        raise NotImplementedError(f"no JAX twin for the schedule {s!r}")
+    return Schedule(s.name, *s.parameters())
 
 
 def _field(field) -> object:
