@@ -218,7 +218,7 @@ class GeneratedDistribution(XformDistribution):
 
     Args:
         base: the distribution of :math:`z`.
-        generator: a :class:`~pyro_xform.transforms.Generator`.
+        generator: a :class:`~pyro_xform.transforms.LatentMap`.
         context: conditioning tensor, or ``None``.
         log_prob_kind: one of :data:`LOG_PROB_KINDS`.
         density: ``(value, context) -> log-density`` (exact or estimated); needed unless

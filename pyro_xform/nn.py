@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MADE", "MLP", "Residual", "TimeEmbedding", "TimeMLP", "activation"]
+__all__ = ["MADE", "MLP", "Residual", "TimeEmbedding", "TimeMLP", "activation_layer"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
-def activation(name: str) -> nn.Module:
+def activation_layer(name: str) -> nn.Module:
     """An activation module by name: ``relu``, ``silu``, ``elu``, ``tanh`` or ``gelu``."""
     try:
         return _ACTIVATIONS[name]()
@@ -50,9 +50,9 @@ class Residual(nn.Module):
         nn.init.uniform_(out.weight, -1e-3, 1e-3)
         nn.init.zeros_(out.bias)
         self.body = nn.Sequential(
-            globals()["activation"](activation),
+            activation_layer(activation),
             nn.Linear(width, width),
-            globals()["activation"](activation),
+            activation_layer(activation),
             out,
         )
 
@@ -111,9 +111,9 @@ class MLP(nn.Module):
         if residual:
             layers = [Residual(width, activation) for width in hidden]
         else:
-            layers = [globals()["activation"](activation)]
+            layers = [activation_layer(activation)]
             for a, b in itertools.pairwise(hidden):
-                layers += [nn.Linear(a, b), globals()["activation"](activation)]
+                layers += [nn.Linear(a, b), activation_layer(activation)]
         last = nn.Linear(hidden[-1], out_features)
         if zero_last:
             nn.init.zeros_(last.weight)
@@ -202,7 +202,7 @@ class MADE(nn.Module):
             layers.append(_MaskedLinear((d_out[:, None] >= d_in[None, :]).float()))
             if i == 0:
                 self.context_layer = nn.Linear(context, hidden[0], bias=False) if context else None
-            layers.append(globals()["activation"](activation))
+            layers.append(activation_layer(activation))
         degree_out = degree_in.repeat_interleave(params_per_dim)
         last = _MaskedLinear((degree_out[:, None] > degrees[-1][None, :]).float())
         nn.init.zeros_(last.weight)

@@ -314,7 +314,7 @@ class Adversarial(Objective):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not is_count(d_steps):
             raise ValueError(f"d_steps must be a positive int, got {d_steps!r}")
-        self.kind, self.r1, self.gp, self.d_steps = loss, r1, gp, d_steps
+        self.loss_kind, self.r1, self.gp, self.d_steps = loss, r1, gp, d_steps
 
     def compatible(self, model: Xform) -> bool:
         return isinstance(getattr(model, "discriminator", None), torch.nn.Module) and callable(
@@ -333,7 +333,7 @@ class Adversarial(Objective):
         return score, grad.pow(2).sum(-1)
 
     def discriminator_loss(self, model, real, fake, context) -> Tensor:
-        if self.kind == "nonsaturating":
+        if self.loss_kind == "nonsaturating":
             if self.r1 > 0:
                 real_score, norm2 = self._gradient_norm2(model, real, context)
                 penalty = 0.5 * self.r1 * norm2
@@ -348,7 +348,7 @@ class Adversarial(Objective):
 
     def generator_loss(self, model, fake, context) -> Tensor:
         score = model.discriminate(fake, context)
-        return (F.softplus(-score) if self.kind == "nonsaturating" else -score).sum()
+        return (F.softplus(-score) if self.loss_kind == "nonsaturating" else -score).sum()
 
     def loss(self, model, batch, context):
         return self.generator_loss(model, model.generate(batch.shape[0], context), context)

@@ -280,3 +280,12 @@ def test_two_vaes_trained_by_a_users_svi_loop_both_train():
             svi.step(data)
         moved = [k for k, v in vae.named_parameters() if not torch.equal(v, before[k])]
         assert moved and set(moved) >= {k for k in before if k.startswith("decoder")}
+
+
+def test_gan_loads_a_file_written_when_the_discriminator_was_the_critic():
+    gan = px.GAN(3, latent=2, hidden=(8,))
+    old = {k.replace("discriminator.", "critic.", 1): v for k, v in gan.state_dict().items()}
+    again = px.GAN(3, latent=2, hidden=(8,))
+    again.load_state_dict(old)
+    x = torch.randn(5, 3)
+    assert torch.equal(again.discriminate(x), gan.discriminate(x))

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..core import GeneratedDistribution, Xform, as_xform, is_count
 from ..nn import MLP
-from ..transforms import Generator
+from ..transforms import LatentMap
 from .flows import MAF
 from .importance import log_mean_weight
 
@@ -164,7 +164,7 @@ class Autoencoder(Xform):
         noise = self.noise
         return GeneratedDistribution(
             self.latent_distribution(context, batch_shape),
-            Generator(self.decoder, self.latent, self.features),
+            LatentMap(self.decoder, self.latent, self.features),
             context,
             log_prob_kind=self.log_prob_kind,
             density=None if noise is None else self._log_prob,

@@ -12,7 +12,7 @@ from torch.distributions import constraints
 
 from ..core import GeneratedDistribution, Xform, is_count
 from ..nn import MADE
-from ..transforms import Generator
+from ..transforms import LatentMap
 
 __all__ = ["DiscreteAutoregressive"]
 
@@ -114,7 +114,7 @@ class DiscreteAutoregressive(Xform):
         batch_shape = torch.Size(() if context is None else context.shape[:-1])
         zero = self.base_loc
         base = pdist.Uniform(torch.zeros_like(zero), torch.ones_like(zero)).to_event(1).expand(batch_shape)
-        generator = Generator(
+        generator = LatentMap(
             self.inverse_cdf, self.features, self.features, support=self.support, differentiable=False
         )
         return GeneratedDistribution(

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..core import GeneratedDistribution, Xform, is_count
 from ..nn import MLP
-from ..transforms import Generator
+from ..transforms import LatentMap
 
 __all__ = ["GAN"]
 
@@ -74,17 +74,14 @@ class GAN(Xform):
         self.latent = latent
         self.generator = MLP(latent, features, tuple(hidden), context, activation, zero_last=False)
         hidden_d = tuple(hidden if discriminator_hidden is None else discriminator_hidden)
-        self.critic = MLP(features, 1, hidden_d, context, activation, zero_last=False)
+        self.discriminator = MLP(features, 1, hidden_d, context, activation, zero_last=False)
+        # Files written when the discriminator was called the critic still load.
+        self._register_load_state_dict_pre_hook(_renamed_critic)
         self.register_buffer("latent_loc", torch.zeros(latent))
         self.register_buffer("latent_scale", torch.ones(latent))
         self.register_buffer("data_loc", torch.zeros(features))
         self.register_buffer("data_scale", torch.ones(features))
         self.register_buffer("initialized", torch.tensor(False))
-
-    @property
-    def discriminator(self) -> nn.Module:
-        """The discriminator's parameters (:meth:`discriminate` applies it)."""
-        return self.critic
 
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
         if bool(self.initialized) or data.shape[0] < 2:
@@ -100,7 +97,7 @@ class GAN(Xform):
 
     def discriminate(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The discriminator's score :math:`D(x; c)`, shape ``x.shape[:-1]``."""
-        return self.critic((x - self.data_loc) / self.data_scale, context).squeeze(-1)
+        return self.discriminator((x - self.data_loc) / self.data_scale, context).squeeze(-1)
 
     def generate(self, n: int, context: Tensor | None = None) -> Tensor:
         """``n`` reparameterized draws (one per context row when a context is given)."""
@@ -116,7 +113,7 @@ class GAN(Xform):
         base = pdist.Normal(self.latent_loc, self.latent_scale).to_event(1).expand(torch.Size(batch_shape))
         return GeneratedDistribution(
             base,
-            Generator(self.transform_value, self.latent, self.features),
+            LatentMap(self.transform_value, self.latent, self.features),
             context,
             log_prob_kind=None,
             no_density=IMPLICIT,
@@ -124,3 +121,8 @@ class GAN(Xform):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, latent={self.latent}"
+
+
+def _renamed_critic(state_dict, prefix, *args) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "critic.")]:
+        state_dict[prefix + "discriminator." + key[len(prefix + "critic.") :]] = state_dict.pop(key)

@@ -18,7 +18,7 @@ from torch.distributions import constraints
 
 from ..core import GeneratedDistribution, Xform, XformDistribution, as_xform, is_count, spec_of
 from ..nn import MLP
-from ..transforms import Generator
+from ..transforms import LatentMap
 from .flows import IAF
 from .importance import log_mean_weight
 
@@ -313,7 +313,7 @@ class VAE(Xform):
     def forward(self, context: Tensor | None = None, particles: int | None = None) -> GeneratedDistribution:
         context = self.check_context(context)
         batch_shape = () if context is None else context.shape[:-1]
-        generator = Generator(self.decoder, self.latent, self.features, support=_SUPPORTS[self.likelihood])
+        generator = LatentMap(self.decoder, self.latent, self.features, support=_SUPPORTS[self.likelihood])
         return GeneratedDistribution(
             self.prior_distribution(context, batch_shape),
             generator,

@@ -4,7 +4,7 @@ from .autoregressive import AffineAutoregressive, Autoregressive, SplineAutoregr
 from .base import Bijector, Chain, ConditionedBijector
 from .coupling import AffineCoupling, Coupling, SplineCoupling
 from .elementwise import Affine, RQSpline
-from .generator import Generator, GeneratorTransform
+from .latent_map import LatentMap, LatentMapTransform
 from .linear import LULinear, Permutation
 from .normalization import ActNorm, ConditionalStandardize, Standardize
 from .ode import FIXED_STEP_SOLVERS, ODETransform
@@ -21,9 +21,9 @@ __all__ = [
     "ConditionalStandardize",
     "ConditionedBijector",
     "Coupling",
-    "Generator",
-    "GeneratorTransform",
     "LULinear",
+    "LatentMap",
+    "LatentMapTransform",
     "ODETransform",
     "Permutation",
     "RQSpline",

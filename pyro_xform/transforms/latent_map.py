@@ -11,10 +11,10 @@ from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
-__all__ = ["Generator", "GeneratorTransform"]
+__all__ = ["LatentMap", "LatentMapTransform"]
 
 
-class Generator:
+class LatentMap:
     """A map :math:`x = G(z; c)` from a latent of size ``latent`` to data of size
     ``features``, with no inverse and no Jacobian determinant.
 
@@ -29,7 +29,7 @@ class Generator:
         differentiable: whether ``fn`` is differentiable in ``z`` (a reparameterized sample).
 
     Examples:
-        >>> g = Generator(lambda z, c: torch.cat([z, z], -1), latent=2, features=4)
+        >>> g = LatentMap(lambda z, c: torch.cat([z, z], -1), latent=2, features=4)
         >>> g.condition(None)(torch.ones(3, 2)).shape
         torch.Size([3, 4])
     """
@@ -51,18 +51,18 @@ class Generator:
     def forward_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return self.fn(z, context)
 
-    def condition(self, context: Tensor | None) -> GeneratorTransform:
-        return GeneratorTransform(self, context)
+    def condition(self, context: Tensor | None) -> LatentMapTransform:
+        return LatentMapTransform(self, context)
 
 
-class GeneratorTransform(Transform):
-    """A :class:`Generator` with its context fixed, as a torch ``Transform`` (not bijective:
+class LatentMapTransform(Transform):
+    """A :class:`LatentMap` with its context fixed, as a torch ``Transform`` (not bijective:
     ``inv`` and ``log_abs_det_jacobian`` raise ``NotImplementedError``)."""
 
     bijective = False
     domain = constraints.real_vector
 
-    def __init__(self, generator: Generator, context: Tensor | None) -> None:
+    def __init__(self, generator: LatentMap, context: Tensor | None) -> None:
         super().__init__(cache_size=0)
         self.generator, self.context = generator, context
 
@@ -72,7 +72,7 @@ class GeneratorTransform(Transform):
 
     def __eq__(self, other) -> bool:
         return (
-            isinstance(other, GeneratorTransform)
+            isinstance(other, LatentMapTransform)
             and other.generator is self.generator
             and other.context is self.context
         )
