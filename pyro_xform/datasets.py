@@ -136,7 +136,7 @@ def digits(dtype: torch.dtype = torch.float32, seed: int = 0) -> Split:
 
 class Dequantize:
     """Fresh uniform dequantization of data on a grid of ``levels`` values in ``[0, 1)``:
-    :math:`x \\mapsto (\\lfloor \text{levels}\\cdot x \rfloor + u)/\text{levels}`,
+    :math:`x \\mapsto (\\lfloor \\text{levels}\\cdot x \\rfloor + u)/\\text{levels}`,
     :math:`u \\sim U[0, 1)` drawn anew at every call.
 
     Passed to :func:`pyro_xform.fit` as ``augment=``, every minibatch gets new noise, so a

@@ -32,11 +32,13 @@
 
 # %%
 import os
+import sys
 import time
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # run as a script: no window, files only
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 

@@ -29,10 +29,12 @@
 
 # %%
 import os
+import sys
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # run as a script: no window, files only
+    matplotlib.use("Agg")
 import arviz as az
 import matplotlib.pyplot as plt
 import pyro
