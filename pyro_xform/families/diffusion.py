@@ -112,16 +112,15 @@ class Diffusion(ContinuousTimeXform):
             plus a network that starts at zero (a skip connection as in Karras et al., 2022):
             the model starts as the Gaussian fit of the standardized data, and with
             ``standardize="regression"`` as the linear-Gaussian fit of :math:`x \\mid c`.
-            Off by default: it lowers the checkerboard test NLL (3.775 against 3.877,
-            ``pyro-xform demo``) and is what the posterior estimators use, but on digits
-            (64-D, ``bench/digits.py``) DSM training with it gave a probability-flow density
-            that diverges on test images.
+            Off by default: the posterior estimators use it, and it helps on low-dimensional
+            data, but DSM training with it can give a probability-flow density that diverges
+            on held-out data in higher dimension (``bench/MEASUREMENTS.md``).
         time_sampling: ``"uniform"`` (the loss above) or ``"likelihood"``: times drawn with
             density :math:`\\propto g^2(s)/\\sigma_s^2`, which turns the noise-prediction loss
             into the likelihood-weighted score-matching loss, a bound on the negative
-            log-likelihood (Song et al., 2021). It puts most draws near the data end; on
-            digits it trained more slowly than uniform times (2.98 vs 2.84 bits/dim after
-            4000 steps), so uniform stays the default.
+            log-likelihood (Song et al., 2021). It puts most draws near the data end and
+            trains more slowly than uniform times (``bench/MEASUREMENTS.md``), so uniform
+            stays the default.
 
     Examples:
         >>> import torch, pyro_xform

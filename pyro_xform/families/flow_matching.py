@@ -158,10 +158,9 @@ class FlowMatching(ContinuousTimeXform):
             the Gaussian fit of the standardized data and learns only the departure from it.
             With ``standardize="regression"`` it starts as the linear-Gaussian fit of
             :math:`x \\mid c`, exact for a linear-Gaussian posterior. Off by default: at full
-            budgets it lowers the test NLL (checkerboard 3.740 against 3.816 in
-            ``pyro-xform demo``; digits 2.384 against 2.421 bits/dim), but the zero start
-            slows short runs of small fields (8 Gaussians, 32x32, 400 steps: 4.11 against
-            3.81 nats).
+            budgets it lowers the test NLL, but on concentrated multi-modal data the network
+            must cancel :math:`r(t)\\,x` near the data end, which slows short runs of small
+            fields (``bench/MEASUREMENTS.md``).
 
     Examples:
         >>> import torch, pyro_xform
