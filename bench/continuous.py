@@ -54,7 +54,8 @@ def likelihood(args) -> None:
     with torch.no_grad():
         ref_model = px.FlowMatching(2)
         ref_model.load_state_dict(model.state_dict())
-        ode64 = ref_model.double().ode.configured(rtol=1e-9, atol=1e-9)
+        ref_ode = ref_model.double().ode
+        ode64 = ref_ode.configured(ref_ode.settings.replace(rtol=1e-9, atol=1e-9))
         z, ladj = ode64.inverse_and_ladj(y.double())
         reference = (log_p0(z) - ladj).float()
 
@@ -62,7 +63,7 @@ def likelihood(args) -> None:
     y_grad = y[: args.grad_points]
 
     def ours(points, grad):
-        ode = model.ode.configured(rtol=args.tol, atol=args.tol)
+        ode = model.ode.configured(model.ode.settings.replace(rtol=args.tol, atol=args.tol))
         with torch.set_grad_enabled(grad):
             z, ladj = ode.inverse_and_ladj(points)
             lp = log_p0(z) - ladj

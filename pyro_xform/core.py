@@ -17,6 +17,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from typing import Any, ClassVar
@@ -300,6 +301,8 @@ def spec_of(value: Any) -> Any:
     (its class name and constructor arguments); anything else stays as it is."""
     if isinstance(value, Xform):
         return {"family": type(value).__name__, "kwargs": value.config}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. ODESettings
+        return dataclasses.asdict(value)
     return value
 
 
@@ -323,7 +326,13 @@ def _record_config(init):
         if outermost:
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
-            arguments = {k: spec_of(v) for k, v in bound.arguments.items() if k != "self"}
+            arguments = {}
+            for name, value in bound.arguments.items():
+                kind = signature.parameters[name].kind
+                if kind is inspect.Parameter.VAR_KEYWORD:  # recorded as the keywords they were
+                    arguments.update({k: spec_of(v) for k, v in value.items()})
+                elif name != "self":
+                    arguments[name] = spec_of(value)
             object.__setattr__(self, "config", arguments)
         init(self, *args, **kwargs)
 

@@ -4,15 +4,17 @@ solver settings chosen per call."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from ..core import Xform, XformDistribution
 from ..transforms import (
-    FIXED_STEP_SOLVERS,
     Bijector,
     Chain,
     ConditionalStandardize,
+    ODESettings,
     ODETransform,
     Standardize,
 )
@@ -45,13 +47,7 @@ class ContinuousTimeXform(Xform):
         *,
         field: nn.Module,
         time: tuple[float, float],
-        solver: str,
-        steps: int | None,
-        rtol: float,
-        atol: float,
-        trace: str,
-        probes: int,
-        adjoint: bool,
+        ode: ODESettings,
         standardize: bool | str,
     ) -> None:
         if not (isinstance(standardize, bool) or standardize in STANDARDIZATIONS):
@@ -61,19 +57,7 @@ class ContinuousTimeXform(Xform):
         if standardize == "regression" and not context:
             raise ValueError("standardize='regression' regresses the data on the context; the model has none")
         super().__init__(features, context)
-        ode = ODETransform(
-            field,
-            features,
-            context,
-            time=time,
-            solver=solver,
-            steps=steps,
-            rtol=rtol,
-            atol=atol,
-            trace=trace,
-            probes=probes,
-            adjoint=adjoint,
-        )
+        ode = ODETransform(field, features, context, time=time, settings=ode)
         self.standardize = standardize
         last = (
             ConditionalStandardize(features, context)
@@ -109,47 +93,27 @@ class ContinuousTimeXform(Xform):
         return self.ode.field
 
     def forward(
-        self,
-        context: Tensor | None = None,
-        *,
-        solver: str | None = None,
-        steps: int | None = None,
-        nfe: int | None = None,
-        rtol: float | None = None,
-        atol: float | None = None,
-        trace: str | None = None,
-        probes: int | None = None,
-        adjoint: bool | None = None,
-        **field_settings,
+        self, context: Tensor | None = None, *, ode: ODESettings | None = None, **settings: Any
     ) -> XformDistribution:
         """The model's distribution given ``context``, with optional solver settings.
 
         Args:
             context: conditioning tensor of shape ``(..., context)``.
-            solver, steps, rtol, atol, trace, probes, adjoint: as in
-                :class:`~pyro_xform.transforms.ODETransform` (defaults: the constructor's).
-            nfe: number of function evaluations of a fixed-step solver, instead of
-                ``steps`` (must be a multiple of the solver's evaluations per step).
+            ode: the :class:`~pyro_xform.transforms.ODESettings` of this distribution
+                (default: the constructor's).
+            **settings: changes to them (``solver="rk4", nfe=16``, ``trace="hutchinson"``,
+                see :meth:`ODESettings.replace <pyro_xform.transforms.ODESettings.replace>`),
+                and the family's own settings (e.g. ``guidance``).
         """
         context = self.check_context(context)
-        if nfe is not None:
-            method = solver or self.ode.solver
-            per_step = FIXED_STEP_SOLVERS.get(method)
-            if per_step is None or steps is not None or nfe < per_step or nfe % per_step:
-                raise ValueError(
-                    f"nfe={nfe} needs a fixed-step solver ({FIXED_STEP_SOLVERS}), no steps, and a multiple "
-                    f"of the solver's evaluations per step; got solver={method!r}, steps={steps!r}"
-                )
-            steps = nfe // per_step
-        overrides = dict(
-            solver=solver, steps=steps, rtol=rtol, atol=atol, trace=trace, probes=probes, adjoint=adjoint
-        )
+        changes, field_settings = ODESettings.split(settings)
+        chosen = (self.ode.settings if ode is None else ODESettings.of(ode)).replace(**changes)
         transform = self.transform
-        if field_settings or any(v is not None for v in overrides.values()):
-            ode = self.ode.configured(**overrides)
+        if field_settings or chosen != self.ode.settings:
+            ode_transform = self.ode.configured(chosen)
             if field_settings:
-                ode.field = self._field(**field_settings)
-            transform = Chain([ode, self.standardizer])
+                ode_transform.field = self._field(**field_settings)
+            transform = Chain([ode_transform, self.standardizer])
         kind = "exact" if transform[0].exact else "estimate"
         batch_shape = context.shape[:-1] if context is not None else ()
         return XformDistribution(self.base(batch_shape), transform, context, log_prob_kind=kind)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,7 @@ from ..core import is_count
 from ..nn import TimeMLP
 from ..schedules import Schedule
 from ..schedules import schedule as make_schedule
+from ..transforms import ODESettings
 from .continuous import ContinuousTimeXform
 
 __all__ = ["SAMPLERS", "SDES", "TIME_SAMPLING", "Diffusion"]
@@ -101,7 +103,9 @@ class Diffusion(ContinuousTimeXform):
             (:math:`\\sigma` geometric from ``sigma_min`` to ``sigma_max``; default
             :math:`3\\sqrt{2 D}`, about the largest distance between standardized points).
         eps: the data end of the time interval (default 1e-3 for VP, 0 for VE).
-        solver, steps, rtol, atol, trace, probes, adjoint: default probability-flow ODE settings.
+        ode: the default :class:`~pyro_xform.transforms.ODESettings` of the probability-flow
+            ODE; each call may change them.
+        **ode_changes: changes to ``ode`` by name (``solver="rk4", steps=8``, ``rtol=1e-6``).
         standardize: learn on standardized data (the density stays that of the data):
             ``True``/``"marginal"`` by the data's mean and standard deviation,
             ``"regression"`` (conditional models) by the least-squares regression of the data
@@ -155,16 +159,11 @@ class Diffusion(ContinuousTimeXform):
         sigma_min: float = 0.01,
         sigma_max: float | None = None,
         eps: float | None = None,
-        solver: str = "dopri5",
-        steps: int | None = None,
-        rtol: float = 1e-5,
-        atol: float = 1e-5,
-        trace: str = "exact",
-        probes: int = 1,
-        adjoint: bool = False,
+        ode: ODESettings | dict | None = None,
         standardize: bool | str = True,
         time_sampling: str = "uniform",
         gaussian_skip: bool = False,
+        **ode_changes: Any,
     ) -> None:
         if time_sampling not in TIME_SAMPLING:
             raise ValueError(f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}")
@@ -185,13 +184,7 @@ class Diffusion(ContinuousTimeXform):
             context,
             field=ProbabilityFlow(net, schedule, gaussian_skip),
             time=(1.0, eps),
-            solver=solver,
-            steps=steps,
-            rtol=rtol,
-            atol=atol,
-            trace=trace,
-            probes=probes,
-            adjoint=adjoint,
+            ode=ODESettings.of(ode).replace(**ode_changes),
             standardize=standardize,
         )
         self.schedule, self.eps, self.time_sampling = schedule, eps, time_sampling

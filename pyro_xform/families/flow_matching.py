@@ -4,6 +4,7 @@ continuous normalizing flow with an exact density."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 from ..nn import TimeMLP
 from ..schedules import Schedule
 from ..schedules import schedule as make_schedule
+from ..transforms import ODESettings
 from .continuous import ContinuousTimeXform
 
 __all__ = ["COUPLINGS", "PATHS", "FlowMatching", "gaussian_rate", "ot_pairing"]
@@ -145,8 +147,8 @@ class FlowMatching(ContinuousTimeXform):
         coupling: ``"independent"`` or ``"ot"``.
         guidance_dropout: probability of training on the null context (classifier-free guidance).
         guidance: default guidance scale :math:`w` (1: plain conditional model).
-        solver, steps, rtol, atol, trace, probes, adjoint: default ODE settings (see
-            :class:`~pyro_xform.transforms.ODETransform`); each call may change them.
+        ode: the default :class:`~pyro_xform.transforms.ODESettings`; each call may change them.
+        **ode_changes: changes to ``ode`` by name (``solver="rk4", steps=8``, ``rtol=1e-6``).
         standardize: learn on standardized data (the density stays that of the data):
             ``True``/``"marginal"`` by the data's mean and standard deviation,
             ``"regression"`` (conditional models) by the least-squares regression of the data
@@ -191,15 +193,10 @@ class FlowMatching(ContinuousTimeXform):
         coupling: str = "independent",
         guidance_dropout: float = 0.0,
         guidance: float = 1.0,
-        solver: str = "dopri5",
-        steps: int | None = None,
-        rtol: float = 1e-5,
-        atol: float = 1e-5,
-        trace: str = "exact",
-        probes: int = 1,
-        adjoint: bool = False,
+        ode: ODESettings | dict | None = None,
         standardize: bool | str = True,
         gaussian_skip: bool = False,
+        **ode_changes: Any,
     ) -> None:
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
@@ -224,13 +221,7 @@ class FlowMatching(ContinuousTimeXform):
             context,
             field=Velocity(net, context, null_token, guidance, schedule if gaussian_skip else None),
             time=(0.0, 1.0 - schedule.eps),
-            solver=solver,
-            steps=steps,
-            rtol=rtol,
-            atol=atol,
-            trace=trace,
-            probes=probes,
-            adjoint=adjoint,
+            ode=ODESettings.of(ode).replace(**ode_changes),
             standardize=standardize,
         )
         self.schedule = schedule

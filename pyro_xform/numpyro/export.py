@@ -121,17 +121,10 @@ def export_bijector(bijector: T.Bijector, context: jax.Array | None = None) -> J
             array(bijector.loc), array(bijector.weight), array(bijector.scale_tril), ctx
         )
     if isinstance(bijector, T.ODETransform):
-        if bijector.trace != "exact":
+        s = bijector.settings
+        if not s.exact:
             raise ValueError("only the exact trace exports; call the model with trace='exact'")
-        return ODE(
-            _field(bijector.field),
-            bijector.time,
-            bijector.solver,
-            bijector.steps,
-            bijector.rtol,
-            bijector.atol,
-            ctx,
-        )
+        return ODE(_field(bijector.field), bijector.time, s.solver, s.steps, s.rtol, s.atol, ctx)
     raise NotImplementedError(
         f"{type(bijector).__name__} has no NumPyro twin; exportable: Chain, AffineCoupling, "
         "SplineCoupling, AffineAutoregressive, SplineAutoregressive, Permutation, LULinear, ActNorm, "

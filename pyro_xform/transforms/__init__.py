@@ -7,7 +7,7 @@ from .elementwise import Affine, RQSpline
 from .latent_map import LatentMap, LatentMapTransform
 from .linear import LULinear, Permutation
 from .normalization import ActNorm, ConditionalStandardize, Standardize
-from .ode import FIXED_STEP_SOLVERS, ODETransform
+from .ode import FIXED_STEP_SOLVERS, ODESettings, ODETransform
 
 __all__ = [
     "FIXED_STEP_SOLVERS",
@@ -24,6 +24,7 @@ __all__ = [
     "LULinear",
     "LatentMap",
     "LatentMapTransform",
+    "ODESettings",
     "ODETransform",
     "Permutation",
     "RQSpline",

@@ -3,8 +3,11 @@ instantaneous change of variables, computed in the same solve as the value."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +16,7 @@ from torchdiffeq import odeint, odeint_adjoint
 from ..core import is_count
 from .base import Bijector, broadcast_context
 
-__all__ = ["FIXED_STEP_SOLVERS", "ODETransform"]
+__all__ = ["FIXED_STEP_SOLVERS", "ODESettings", "ODETransform"]
 
 #: Fixed-step solvers and their function evaluations per step.
 FIXED_STEP_SOLVERS = {"euler": 1, "midpoint": 2, "rk4": 4}
@@ -22,6 +25,112 @@ _TRACES = ("exact", "hutchinson")
 _FORWARD_MODE_MIN_FEATURES = 32
 
 Field = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
+
+
+@dataclass(frozen=True)
+class ODESettings:
+    """How an ODE is solved: one value that the continuous-time transform, the families
+    built on it, the objectives, the guides and the NumPyro export all take.
+
+    Args:
+        solver: a torchdiffeq method: fixed-step ``euler``, ``midpoint``, ``rk4`` or adaptive
+            ``dopri5`` (default), ``dopri8``, ``bosh3``, ``adaptive_heun``, ``fehlberg2``.
+        steps: number of steps of a fixed-step solver (its NFE is ``steps`` times 1, 2 or 4).
+        rtol, atol: tolerances of an adaptive solver.
+        trace: the divergence, ``"exact"`` or ``"hutchinson"`` (Hutchinson's estimate).
+        probes: Hutchinson probes per solve.
+        adjoint: backpropagate by the adjoint method (memory constant in the number of
+            steps, at the price of a backward solve).
+
+    Examples:
+        >>> ODESettings().replace(solver="rk4", nfe=16)
+        ODESettings(solver='rk4', steps=4, rtol=1e-05, atol=1e-05, trace='exact', probes=1, adjoint=False)
+    """
+
+    solver: str = "dopri5"
+    steps: int | None = None
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    trace: str = "exact"
+    probes: int = 1
+    adjoint: bool = False
+
+    def __post_init__(self) -> None:
+        if self.solver in FIXED_STEP_SOLVERS:
+            if not is_count(self.steps):
+                raise ValueError(
+                    f"the fixed-step solver {self.solver!r} needs steps >= 1, got {self.steps!r}"
+                )
+        elif self.solver in _ADAPTIVE_SOLVERS:
+            if self.steps is not None:
+                raise ValueError(f"steps applies to fixed-step solvers only, not to {self.solver!r}")
+            if not (self.rtol > 0 and self.atol > 0):
+                raise ValueError(f"rtol and atol must be positive, got {self.rtol}, {self.atol}")
+        else:
+            raise ValueError(
+                f"unknown solver {self.solver!r}; choose from {[*FIXED_STEP_SOLVERS, *_ADAPTIVE_SOLVERS]}"
+            )
+        if self.trace not in _TRACES:
+            raise ValueError(f"trace must be one of {_TRACES}, got {self.trace!r}")
+        if not is_count(self.probes):
+            raise ValueError(f"probes must be a positive int, got {self.probes!r}")
+
+    @property
+    def exact(self) -> bool:
+        """Whether the log-determinant is exact (up to the solver's error) or an estimate."""
+        return self.trace == "exact"
+
+    def replace(self, *, nfe: int | None = None, **changes: Any) -> ODESettings:
+        """These settings with ``changes`` (``None`` values ignored).
+
+        Args:
+            nfe: function evaluations of a fixed-step solver, instead of ``steps`` (a
+                multiple of the solver's evaluations per step).
+            **changes: fields of :class:`ODESettings`. Choosing an adaptive solver without
+                ``steps`` drops the fixed-step count.
+
+        Raises:
+            TypeError: an unknown setting.
+            ValueError: settings that do not fit together.
+        """
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise TypeError(f"unknown ODE settings {sorted(unknown)}; known: {sorted(known | {'nfe'})}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if changes.get("solver") in _ADAPTIVE_SOLVERS and "steps" not in changes:
+            changes["steps"] = None
+        if nfe is not None:
+            solver = changes.get("solver", self.solver)
+            per_step = FIXED_STEP_SOLVERS.get(solver)
+            if per_step is None or "steps" in changes or nfe < per_step or nfe % per_step:
+                raise ValueError(
+                    f"nfe={nfe} needs a fixed-step solver ({FIXED_STEP_SOLVERS}), no steps, and a multiple "
+                    f"of the solver's evaluations per step; got solver={solver!r}, "
+                    f"steps={changes.get('steps')!r}"
+                )
+            changes["steps"] = nfe // per_step
+        return dataclasses.replace(self, **changes) if changes else self
+
+    @classmethod
+    def of(cls, value: ODESettings | dict | None) -> ODESettings:
+        """``value`` as settings: settings, a dict of their fields (a recorded config), or
+        ``None`` (the defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, ODESettings):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        raise ValueError(f"ode must be ODESettings, a dict of its fields or None, got {type(value).__name__}")
+
+    @staticmethod
+    def split(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``settings`` split into ODE changes (``replace``'s keywords, ``nfe`` included) and
+        the rest."""
+        names = {f.name for f in fields(ODESettings)} | {"nfe"}
+        ode = {k: v for k, v in settings.items() if k in names}
+        return ode, {k: v for k, v in settings.items() if k not in names}
 
 
 class ODETransform(Bijector):
@@ -51,14 +160,8 @@ class ODETransform(Bijector):
         context: context size (0: unconditional).
         time: ``(t0, t1)``: the base lives at ``t0``, the data at ``t1`` (``t1 < t0`` runs
             time backwards, as the probability-flow ODE of a diffusion does).
-        solver: a torchdiffeq method: fixed-step ``euler``, ``midpoint``, ``rk4`` or adaptive
-            ``dopri5`` (default), ``dopri8``, ``bosh3``, ``adaptive_heun``, ``fehlberg2``.
-        steps: number of steps of a fixed-step solver (its NFE is ``steps`` times 1, 2 or 4).
-        rtol, atol: tolerances of an adaptive solver.
-        trace: ``"exact"`` or ``"hutchinson"``.
-        probes: Hutchinson probes per solve.
-        adjoint: backpropagate by the adjoint method (memory constant in the number of
-            steps, at the price of a backward solve).
+        settings: how the ODE is solved (:class:`ODESettings`; default its defaults).
+        **changes: changes to ``settings`` (``solver="rk4", steps=20``, ...).
 
     Attributes:
         nfe: function evaluations of the latest solve (fixed-step: exactly
@@ -89,72 +192,26 @@ class ODETransform(Bijector):
         context: int = 0,
         *,
         time: tuple[float, float] = (0.0, 1.0),
-        solver: str = "dopri5",
-        steps: int | None = None,
-        rtol: float = 1e-5,
-        atol: float = 1e-5,
-        trace: str = "exact",
-        probes: int = 1,
-        adjoint: bool = False,
+        settings: ODESettings | None = None,
+        **changes: Any,
     ) -> None:
         super().__init__(features, context)
         self.field = field
         self.time = (float(time[0]), float(time[1]))
-        self.solver, self.steps, self.rtol, self.atol = solver, steps, rtol, atol
-        self.trace, self.probes, self.adjoint = trace, probes, adjoint
-        self._check()
-        self.nfe = 0
-
-    def _check(self) -> None:
-        if self.solver in FIXED_STEP_SOLVERS:
-            if not is_count(self.steps):
-                raise ValueError(
-                    f"the fixed-step solver {self.solver!r} needs steps >= 1, got {self.steps!r}"
-                )
-        elif self.solver in _ADAPTIVE_SOLVERS:
-            if self.steps is not None:
-                raise ValueError(f"steps applies to fixed-step solvers only, not to {self.solver!r}")
-            if not (self.rtol > 0 and self.atol > 0):
-                raise ValueError(f"rtol and atol must be positive, got {self.rtol}, {self.atol}")
-        else:
-            raise ValueError(
-                f"unknown solver {self.solver!r}; choose from {[*FIXED_STEP_SOLVERS, *_ADAPTIVE_SOLVERS]}"
-            )
-        if self.trace not in _TRACES:
-            raise ValueError(f"trace must be one of {_TRACES}, got {self.trace!r}")
-        if not is_count(self.probes):
-            raise ValueError(f"probes must be a positive int, got {self.probes!r}")
         if self.time[0] == self.time[1] or not all(math.isfinite(t) for t in self.time):
             raise ValueError(f"time must be two different finite numbers, got {self.time}")
+        self.settings = ODESettings.of(settings).replace(**changes)
+        self.nfe = 0
 
-    def configured(self, **changes) -> ODETransform:
-        """A copy with other solver settings that shares this one's field (and parameters).
-
-        ``steps`` is reset to ``None`` when an adaptive solver is chosen without it.
-        """
-        settings = dict(
-            time=self.time,
-            solver=self.solver,
-            steps=self.steps,
-            rtol=self.rtol,
-            atol=self.atol,
-            trace=self.trace,
-            probes=self.probes,
-            adjoint=self.adjoint,
-        )
-        unknown = set(changes) - set(settings)
-        if unknown:
-            raise TypeError(f"unknown ODE settings {sorted(unknown)}; known: {sorted(settings)}")
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if changes.get("solver") in _ADAPTIVE_SOLVERS and "steps" not in changes:
-            changes["steps"] = None
-        settings.update(changes)
-        return ODETransform(self.field, self.features, self.context_features, **settings)
+    def configured(self, settings: ODESettings) -> ODETransform:
+        """A copy solved with other ``settings`` that shares this one's field (and parameters)."""
+        features, context = self.features, self.context_features
+        return ODETransform(self.field, features, context, time=self.time, settings=settings)
 
     @property
     def exact(self) -> bool:
         """Whether the log-determinant is exact (up to the solver's error) or an estimate."""
-        return self.trace == "exact"
+        return self.settings.exact
 
     # -- the three directions ----------------------------------------------------------
     def forward_and_ladj(self, z, context=None):
@@ -181,10 +238,12 @@ class ODETransform(Bijector):
         # Filled on the device: a tensor built from a list is a copy from the host.
         times = torch.linspace(span[0], span[1], 2, dtype=y.dtype, device=y.device)
         probes = None
-        if with_ladj and self.trace == "hutchinson":
-            probes = torch.randint(0, 2, (self.probes, *y.shape), dtype=y.dtype, device=y.device) * 2 - 1
+        settings = self.settings
+        if with_ladj and settings.trace == "hutchinson":
+            shape = (settings.probes, *y.shape)
+            probes = torch.randint(0, 2, shape, dtype=y.dtype, device=y.device) * 2 - 1
         self.nfe = 0
-        field, trace = self.field, self.trace
+        field, trace = self.field, settings.trace
         # Without anything to differentiate, the divergence's graph is dropped at each step.
         wants_graph = torch.is_grad_enabled() and (
             y.requires_grad
@@ -197,7 +256,7 @@ class ODETransform(Bijector):
         fused = (
             trace == "exact"
             and getattr(field, "has_divergence", False)
-            and (wants_graph or self.adjoint or y.shape[-1] >= _FORWARD_MODE_MIN_FEATURES)
+            and (wants_graph or settings.adjoint or y.shape[-1] >= _FORWARD_MODE_MIN_FEATURES)
         )
 
         def dynamics(t: Tensor, state):
@@ -221,9 +280,9 @@ class ODETransform(Bijector):
             return v, div
 
         state = (y, y.new_zeros(y.shape[:-1])) if with_ladj else y
-        kwargs = dict(method=self.solver)
-        if self.solver in FIXED_STEP_SOLVERS:
-            n = self.steps
+        kwargs = dict(method=settings.solver)
+        if settings.solver in FIXED_STEP_SOLVERS:
+            n = settings.steps
             # The grid's ends are known on the host (torchdiffeq hands a reversed span's
             # constructor the original times): reading them off t would wait for the device.
             kwargs["options"] = {
@@ -234,8 +293,8 @@ class ODETransform(Bijector):
         else:
             # Land the last step on the end time: stepping past it and interpolating back would
             # evaluate the field outside [t0, t1], where a diffusion's schedule is undefined.
-            kwargs.update(rtol=self.rtol, atol=self.atol, options={"step_t": times[1:]})
-        if self.adjoint and torch.is_grad_enabled():
+            kwargs.update(rtol=settings.rtol, atol=settings.atol, options={"step_t": times[1:]})
+        if settings.adjoint and torch.is_grad_enabled():
             params = tuple(p for p in self.field.parameters() if p.requires_grad)
             if context is not None and context.requires_grad:
                 params = (*params, context)
@@ -249,10 +308,11 @@ class ODETransform(Bijector):
         return value, log_det
 
     def extra_repr(self) -> str:
-        steps = f", steps={self.steps}" if self.steps else f", rtol={self.rtol:g}, atol={self.atol:g}"
+        s = self.settings
+        steps = f", steps={s.steps}" if s.steps else f", rtol={s.rtol:g}, atol={s.atol:g}"
         return (
             f"features={self.features}, context={self.context_features}, time={self.time}, "
-            f"solver={self.solver!r}{steps}, trace={self.trace!r}"
+            f"solver={s.solver!r}{steps}, trace={s.trace!r}"
         )
 
 
