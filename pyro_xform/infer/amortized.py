@@ -12,8 +12,11 @@ from pyro.infer import Predictive
 from torch import Tensor
 
 from ..core import Xform, XformDistribution
+from ..families import FAMILIES
 from ..fit import FitResult, fit
 from ..objectives import ConditionalFlowMatching, DenoisingScoreMatching, Objective
+from ..transforms import Standardize
+from .truncation import ToBox, TruncatedPosterior, prior_bounds
 
 __all__ = ["ESTIMATORS", "Estimator", "PosteriorEstimator", "simulate"]
 
@@ -118,6 +121,24 @@ def simulate(
     return theta, draws[observed].reshape(n, -1)
 
 
+# --------------------------------------------------------------------------- estimator
+def _check_finite(x: Tensor, name: str) -> None:
+    # Values on the meta device are unknown; there is nothing to check.
+    if x.device.type != "meta" and not torch.isfinite(x).all():
+        raise ValueError(f"{name} has NaN or Inf values")
+
+
+def _placement(device, dtype) -> tuple[torch.device | None, torch.dtype | None]:
+    """``(device, dtype)`` from the arguments of :meth:`PosteriorEstimator.to`."""
+    if isinstance(device, torch.dtype):
+        if dtype is not None:
+            raise ValueError("give the dtype once: to(dtype) or to(device, dtype)")
+        device, dtype = None, device
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    return (None if device is None else torch.device(device)), dtype
+
+
 class PosteriorEstimator:
     """Amortized posterior estimation for a Pyro model: one call trains a conditional family
     :math:`q_\\phi(\\theta \\mid x)` on simulated pairs, and :meth:`posterior` returns it for
@@ -132,21 +153,47 @@ class PosteriorEstimator:
     standardized by the simulations' mean and standard deviation before they condition
     the family.
 
+    Bounded priors (two moons' :math:`U(-1, 1)^2`, SLCP's :math:`U(-3, 3)^5`): the family
+    learns :math:`\\theta` as it is, and the posterior is truncated to the prior's support
+    (read from the model's parameter sites), as in sbi: draws are the family's draws that
+    land inside (rejection, its rate in ``posterior(x).acceptance``), and ``log_prob`` is
+    the family's renormalized by that rate (estimated from 10,000 draws, so its
+    ``log_prob_kind`` is ``"estimate"``), :math:`-\\infty` outside the support. The
+    posterior of a uniform prior is the likelihood cut off at the box's edge, which the
+    truncation gives exactly. Learning in the unconstrained space of the support instead
+    (the family on :math:`\\mathrm{logit}\\,\\theta`, no rejection) was measured worse on two
+    moons (5,000 simulations; NLL of reference draws for 4 observations): by 0.1–0.25 nats
+    for the flow (2 seeds), 0.2 for flow matching (0.7 after 4,000 steps); C2ST moved within
+    its noise. The family's draws left the box 0.3–0.8% of the time.
+
+    The estimator lives on one device and dtype, chosen by ``device``/``dtype`` or
+    :meth:`to` (before or after training): the family, the standardization of ``x`` and the
+    support's bounds move together. Simulations are made where the model makes them (the
+    CPU) and moved to the estimator's device and dtype before training; so is ``x_obs``.
+
     Args:
         model: a Pyro model that samples the parameter sites and the observation site.
         estimator: ``"flow"``, ``"flow_matching"``, ``"diffusion"`` or a built model
             (``features`` = parameter size, ``context`` = observation size).
         parameters: the parameter site name(s).
         observed: the observation site name.
+        truncate: truncate the posterior to the prior's support (above); ``False`` gives
+            the family's distribution, whose draws may then leave the support.
+        device: where the estimator computes (default: where a new family is built).
+        dtype: its floating-point dtype (default: the family's).
         **family_kwargs: constructor arguments of the named family.
 
     Examples:
-        >>> from pyro_xform.infer.simulators import gaussian_linear
+        >>> from pyro_xform.infer.simulators import gaussian_linear, two_moons
         >>> npe = PosteriorEstimator(gaussian_linear, "flow", hidden=(16,), transforms=2)
         >>> result = npe.train(500, steps=20, progress=False, seed=0)
         >>> posterior = npe.posterior(torch.zeros(10))
         >>> posterior.sample((3,)).shape
         torch.Size([3, 10])
+        >>> npe = PosteriorEstimator(two_moons, "flow", hidden=(16,), transforms=2)
+        >>> result = npe.train(500, steps=20, progress=False, seed=0)
+        >>> bool(npe.posterior(torch.zeros(2)).sample((100,)).abs().max() <= 1)
+        True
 
     References:
         Fast epsilon-free inference of simulation models with Bayesian conditional density
@@ -163,26 +210,78 @@ class PosteriorEstimator:
         *,
         parameters: str | Sequence[str] = "theta",
         observed: str = "x",
+        truncate: bool = True,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
         **family_kwargs,
     ) -> None:
         if isinstance(estimator, str) and estimator not in ESTIMATORS:
             raise ValueError(
                 f"unknown estimator {estimator!r}; choose from {sorted(ESTIMATORS)} or pass a model"
             )
+        if not isinstance(truncate, bool):
+            raise ValueError(f"truncate must be True or False, got {truncate!r}")
         self.model, self.estimator = model, estimator
         self.parameters, self.observed = _names(parameters), observed
+        self.truncate = truncate
         self.family_kwargs = family_kwargs
         self.family: Xform | None = estimator if isinstance(estimator, Xform) else None
-        self.x_loc: Tensor | None = None
-        self.x_scale: Tensor | None = None
+        #: the standardization of the observations (a :class:`~pyro_xform.transforms.Standardize`)
+        self.x_standardizer: Standardize | None = None
+        #: the prior's support (bounds as buffers), or ``None`` (unbounded, or not truncated)
+        self.prior_support: ToBox | None = None
+        self._device, self._dtype = None, None
+        self.to(device, dtype)
 
+    # -- placement -----------------------------------------------------------------------
+    def to(
+        self, device: str | torch.device | torch.dtype | None = None, dtype: torch.dtype | None = None
+    ) -> PosteriorEstimator:
+        """Move the estimator (family, standardization, support) to ``device`` and/or
+        ``dtype``, as :meth:`torch.nn.Module.to`; ``to(torch.float64)`` changes the dtype
+        alone. Before training, the placement is kept for the family to be built.
+
+        Returns:
+            the estimator itself.
+        """
+        device, dtype = _placement(device, dtype)
+        self._device = device if device is not None else self._device
+        self._dtype = dtype if dtype is not None else self._dtype
+        for module in (self.family, self.x_standardizer, self.prior_support):
+            if module is not None:
+                module.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where the estimator computes."""
+        if self.family is not None:
+            return self.family.base_loc.device
+        return self._device if self._device is not None else torch.empty(0).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point dtype the estimator computes in."""
+        if self.family is not None:
+            return self.family.base_loc.dtype
+        return self._dtype if self._dtype is not None else torch.get_default_dtype()
+
+    @property
+    def x_loc(self) -> Tensor | None:
+        """The mean of the training observations (``None`` before training)."""
+        return None if self.x_standardizer is None else self.x_standardizer.loc
+
+    @property
+    def x_scale(self) -> Tensor | None:
+        """The standard deviation of the training observations (``None`` before training)."""
+        return None if self.x_standardizer is None else self.x_standardizer.scale
+
+    # -- training ------------------------------------------------------------------------
     def _build(self, d_theta: int, d_x: int) -> Xform:
-        from ..families import FAMILIES
-
         if self.family is None:
             spec = ESTIMATORS[self.estimator]
             kwargs = {**spec.family_defaults, **self.family_kwargs}
-            self.family = FAMILIES[spec.family](d_theta, d_x, **kwargs)
+            self.family = FAMILIES[spec.family](d_theta, d_x, **kwargs).to(self._device, self._dtype)
         if self.family.features != d_theta or self.family.context_features != d_x:
             raise ValueError(
                 f"the estimator has features={self.family.features}, context={self.family.context_features}; "
@@ -190,16 +289,44 @@ class PosteriorEstimator:
             )
         return self.family
 
-    def _standardized(self, x: Tensor) -> Tensor:
-        if self.x_loc is None:
-            raise RuntimeError("train the estimator first")
-        if x.shape[-1] != self.x_loc.shape[-1]:
+    def _support(self, d_theta: int) -> ToBox | None:
+        """The prior's support over the parameters, or ``None`` where there is nothing to
+        truncate to."""
+        if not self.truncate:
+            return None
+        lower, upper = prior_bounds(self.model, self.parameters)
+        if lower.numel() != d_theta:
             raise ValueError(
-                f"x has {x.shape[-1]} numbers per observation; the simulations had {self.x_loc.shape[-1]}"
+                f"the parameter sites {self.parameters} hold {lower.numel()} numbers; theta has {d_theta}"
             )
-        if not torch.isfinite(x).all():
-            raise ValueError("x has NaN or Inf values")
-        return (x.to(self.x_loc.dtype) - self.x_loc) / self.x_scale
+        if not (torch.isfinite(lower).any() or torch.isfinite(upper).any()):
+            return None
+        return ToBox(lower, upper).to(self.device, self.dtype)
+
+    def _check_support(self, theta: Tensor) -> None:
+        """Refuse simulations the prior could not have made."""
+        if self.prior_support is None:
+            return
+        outside = ~self.prior_support.box.check(theta)
+        if outside.any():
+            raise ValueError(
+                f"{int(outside.sum())} simulations have parameters outside the prior's support "
+                f"(first at row {int(outside.nonzero()[0, 0])}); fix them, or pass truncate=False"
+            )
+
+    def _standardized(self, x: Tensor) -> Tensor:
+        if self.x_standardizer is None:
+            raise RuntimeError("train the estimator first")
+        if not isinstance(x, Tensor):
+            raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        d_x = self.x_standardizer.features
+        if x.dim() == 0 or x.shape[-1] != d_x:
+            raise ValueError(
+                f"x has {x.shape[-1] if x.dim() else 0} numbers per observation; the simulations had {d_x}"
+            )
+        x = x.to(self.device, self.dtype)
+        _check_finite(x, "x")
+        return self.x_standardizer.inverse_and_ladj(x)[0]
 
     def train(
         self,
@@ -213,34 +340,25 @@ class PosteriorEstimator:
     ) -> FitResult:
         """Simulate ``num_simulations`` pairs (or take given ``theta``, ``x``) and train.
 
-        ``fit_kwargs`` go to :func:`pyro_xform.fit` (``steps``, ``batch_size``, ``lr``...),
+        The pairs are moved to the estimator's device and dtype. ``fit_kwargs`` go to
+        :func:`pyro_xform.fit` (``steps``, ``batch_size``, ``lr``...),
         over the estimator's defaults (:data:`ESTIMATORS`); ``batch_size="full"`` takes
         every training simulation in each step (at most 10,000); ``objective`` replaces the
         estimator's. A validation split keeps the best parameters and stops the run early:
         by validation NLL for ``"flow"``, and for flow matching and diffusion by their exact
         likelihood, which also anneals their learning rate (``schedule="plateau"``).
+
+        Raises:
+            ValueError: pairs with NaN or Inf values, mismatched rows, or (with
+                ``truncate=True``) parameters outside the prior's support.
         """
-        if (theta is None) != (x is None):
-            raise ValueError("give both theta and x, or neither")
-        if theta is None:
-            if num_simulations is None:
-                raise ValueError("give num_simulations, or theta and x")
-            theta, x = simulate(
-                self.model, num_simulations, parameters=self.parameters, observed=self.observed, seed=seed
-            )
-        theta, x = theta.reshape(theta.shape[0], -1), x.reshape(x.shape[0], -1)
-        if theta.shape[0] != x.shape[0]:
-            raise ValueError(f"theta has {theta.shape[0]} rows, x has {x.shape[0]}")
-        finite = torch.isfinite(x).all(-1) & torch.isfinite(theta).all(-1)
-        if not finite.all():
-            raise ValueError(
-                f"{int((~finite).sum())} simulations have NaN or Inf values (first at row "
-                f"{int((~finite).nonzero()[0, 0])}); drop them or fix the simulator"
-            )
+        theta, x = self._simulations(num_simulations, theta, x, seed)
         family = self._build(theta.shape[1], x.shape[1])
-        dtype = next(family.parameters()).dtype
-        theta, x = theta.to(dtype), x.to(dtype)
-        self.x_loc, self.x_scale = x.mean(0), x.std(0).clamp_min(1e-8)
+        self.prior_support = self._support(theta.shape[1])
+        theta, x = theta.to(self.device, self.dtype), x.to(self.device, self.dtype)
+        self._check_support(theta)
+        self.x_standardizer = Standardize(x.shape[1]).to(self.device, self.dtype)
+        self.x_standardizer.initialize(x)
         objective = fit_kwargs.pop("objective", None)
         if not isinstance(self.estimator, Xform):
             spec = ESTIMATORS[self.estimator]
@@ -259,9 +377,36 @@ class PosteriorEstimator:
             **fit_kwargs,
         )
 
+    def _simulations(self, num_simulations, theta, x, seed) -> tuple[Tensor, Tensor]:
+        """The training pairs, simulated or given, flattened and checked."""
+        if (theta is None) != (x is None):
+            raise ValueError("give both theta and x, or neither")
+        if theta is None:
+            if num_simulations is None:
+                raise ValueError("give num_simulations, or theta and x")
+            theta, x = simulate(
+                self.model, num_simulations, parameters=self.parameters, observed=self.observed, seed=seed
+            )
+        theta, x = theta.reshape(theta.shape[0], -1), x.reshape(x.shape[0], -1)
+        if theta.shape[0] != x.shape[0]:
+            raise ValueError(f"theta has {theta.shape[0]} rows, x has {x.shape[0]}")
+        finite = torch.isfinite(x).all(-1) & torch.isfinite(theta).all(-1)
+        if not finite.all():
+            raise ValueError(
+                f"{int((~finite).sum())} simulations have NaN or Inf values (first at row "
+                f"{int((~finite).nonzero()[0, 0])}); drop them or fix the simulator"
+            )
+        return theta, x
+
+    # -- inference -----------------------------------------------------------------------
     def posterior(self, x_obs: Tensor, **settings) -> XformDistribution:
         """:math:`q(\\theta \\mid x_{obs})`; a batch of observations ``(..., d_x)`` gives a
-        batch of posteriors. ``settings`` as in calling the family (solver settings)."""
-        if self.family is None:
+        batch of posteriors, truncated to the prior's support where it is bounded (see the
+        class). ``x_obs`` is moved to the estimator's device and dtype; ``settings`` as in
+        calling the family (solver settings)."""
+        if self.family is None or self.x_standardizer is None:
             raise RuntimeError("train the estimator first")
-        return self.family(self._standardized(x_obs.reshape(*x_obs.shape[:-1], -1)), **settings)
+        if not isinstance(x_obs, Tensor):
+            raise ValueError(f"x_obs must be a torch.Tensor, got {type(x_obs).__name__}")
+        inner = self.family(self._standardized(x_obs.reshape(*x_obs.shape[:-1], -1)), **settings)
+        return inner if self.prior_support is None else TruncatedPosterior(inner, self.prior_support)

@@ -53,14 +53,19 @@ def two_moons(x: Tensor | None = None) -> Tensor:
 
 
 def _two_moons_log_likelihood(theta: Tensor, x: Tensor) -> Tensor:
+    """:math:`\\log p(x \\mid \\theta)` of two moons without the narrow observation noise,
+    on the device and in the dtype of the inputs (the constants are Python numbers)."""
     shift = torch.stack(
         [-(theta[..., 0] + theta[..., 1]).abs(), theta[..., 1] - theta[..., 0]], -1
     ) / math.sqrt(2)
-    p = x - shift - torch.tensor([0.25, 0.0], dtype=x.dtype)
-    r = p.norm(dim=-1)
-    # Polar density of (r cos a, r sin a): N(r; 0.1, 0.01) / (pi r), for cos a > 0.
-    logp = dist.Normal(0.1, 0.01).log_prob(r) - math.log(math.pi) - r.log()
-    return torch.where(p[..., 0] > 0, logp, torch.full_like(logp, -math.inf))
+    p = x - shift
+    p0, p1 = p[..., 0] - 0.25, p[..., 1]
+    r = torch.hypot(p0, p1)
+    # Polar density of (r cos a, r sin a): N(r; 0.1, 0.01) / (pi r), for cos a > 0; the
+    # normal written out, as dist.Normal(0.1, 0.01) would hold float32 CPU constants.
+    log_normal = -0.5 * ((r - 0.1) / 0.01) ** 2 - math.log(0.01 * math.sqrt(2 * math.pi))
+    logp = log_normal - math.log(math.pi) - r.log()
+    return logp.masked_fill(p0 <= 0, -math.inf)
 
 
 def two_moons_posterior(x: Tensor, n: int, *, grid: int = 1000, seed: int = 0) -> Tensor:
@@ -68,12 +73,19 @@ def two_moons_posterior(x: Tensor, n: int, *, grid: int = 1000, seed: int = 0) -
     quadrature of the closed-form likelihood on a ``grid x grid`` grid over the prior's
     box and uniform jitter within the drawn cells.
 
+    The quadrature runs in float64 on ``x``'s device (with a generator there, seeded by
+    ``seed``: draws on another device differ); the draws have ``x``'s device and dtype.
+
     Examples:
         >>> two_moons_posterior(torch.zeros(2), 5).shape
         torch.Size([5, 2])
     """
-    g = torch.Generator().manual_seed(seed)
-    edges = torch.linspace(-1, 1, grid + 1, dtype=torch.float64)
+    if not (isinstance(x, Tensor) and x.is_floating_point() and x.shape == (2,)):
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be one floating-point observation of shape (2,), got {shape}")
+    device = x.device
+    g = torch.Generator(device=device).manual_seed(seed)
+    edges = torch.linspace(-1, 1, grid + 1, dtype=torch.float64, device=device)
     centers = 0.5 * (edges[1:] + edges[:-1])
     points = torch.cartesian_prod(centers, centers)
     logw = _two_moons_log_likelihood(points, x.to(torch.float64))
@@ -81,7 +93,7 @@ def two_moons_posterior(x: Tensor, n: int, *, grid: int = 1000, seed: int = 0) -
         raise ValueError("this x has zero likelihood under every parameter in the prior box")
     idx = torch.multinomial(torch.softmax(logw, 0), n, replacement=True, generator=g)
     cell = 2.0 / grid
-    jitter = (torch.rand(n, 2, generator=g, dtype=torch.float64) - 0.5) * cell
+    jitter = (torch.rand(n, 2, generator=g, dtype=torch.float64, device=device) - 0.5) * cell
     return (points[idx] + jitter).to(x.dtype)
 
 

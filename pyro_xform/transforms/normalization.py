@@ -94,14 +94,15 @@ class Standardize(Bijector):
 
 class ConditionalStandardize(Bijector):
     """Fixed affine map given the context, :math:`x = \\mu + W c + L y`, set once by
-    :meth:`initialize` from data by least squares: :math:`(\\mu, W)` regress :math:`x` on
-    :math:`c`, and :math:`L` is the Cholesky factor of the residuals' covariance. The layer
-    after it (towards the base) then sees :math:`y = L^{-1}(x - \\mu - W c)`: what the
-    context does not explain linearly, whitened. A model that is the identity on
-    :math:`y` is the linear-Gaussian fit :math:`\\mathcal N(\\mu + W c, L L^\\top)`, so a
-    conditional family built on this layer only has to learn the departure from it —
-    the Gaussian part of a posterior comes exactly from the regression, not from 10^4
-    noisy gradient steps. :math:`\\log|\\det| = \\sum_i \\log L_{ii}`.
+    :meth:`initialize` from data by least squares (with a tiny ridge): :math:`(\\mu, W)`
+    regress :math:`x` on :math:`c`, and :math:`L` is the Cholesky factor of the residuals'
+    covariance. The layer after it (towards the base) then sees
+    :math:`y = L^{-1}(x - \\mu - W c)`: what the context does not explain linearly,
+    whitened. A model that is the identity on :math:`y` is the linear-Gaussian fit
+    :math:`\\mathcal N(\\mu + W c, L L^\\top)`, so a conditional family built on this layer
+    only has to learn the departure from it — the Gaussian part of a posterior comes
+    exactly from the regression, not from 10^4 noisy gradient steps.
+    :math:`\\log|\\det| = \\sum_i \\log L_{ii}`.
 
     With fewer than :math:`2 (C + 1)` rows (``C`` the context size) the regression would
     fit noise, and the layer regresses on the intercept alone (:math:`W = 0`).
@@ -121,6 +122,11 @@ class ConditionalStandardize(Bijector):
         the network learn only what a Gaussian does not explain.
     """
 
+    #: Ridge of the regression relative to the trace of the centered context's Gram matrix
+    #: (per column): far below any real direction of a standardized context, large enough
+    #: that a constant, duplicated or collinear column gets a bounded coefficient, not 1e13.
+    ridge = 1e-6
+
     def __init__(self, features: int, context: int) -> None:
         if context < 1:
             raise ValueError("ConditionalStandardize needs a context; use Standardize without one")
@@ -132,26 +138,61 @@ class ConditionalStandardize(Bijector):
 
     @torch.no_grad()
     def initialize(self, x, context=None) -> None:
-        """Set :math:`\\mu, W, L` from data ``x`` and its ``context``, once."""
+        """Set :math:`\\mu, W, L` from data ``x`` and its ``context``, once.
+
+        The regression is solved in float64 (on the CPU where the data's device has no
+        float64, as MPS) by ridge-regularized normal equations on the centered data, so the
+        intercept is not penalized and a rank-deficient context (a constant or repeated
+        column) still gives finite, bounded coefficients on every device.
+        """
         if context is None:
             raise ValueError("ConditionalStandardize.initialize needs the context of the data")
-        flat = x.detach().reshape(-1, self.features).double()
-        if bool(self.initialized) or flat.shape[0] < 2:
+        if bool(self.initialized) or x.reshape(-1, self.features).shape[0] < 2:
             return
-        ctx = context.detach().expand(x.shape[:-1] + context.shape[-1:]).reshape(-1, self.context_features)
+        work = self._float64_device(x.device)
+        flat = x.detach().reshape(-1, self.features).to(work, torch.float64)
         n = flat.shape[0]
-        design = flat.new_ones(n, 1)
         if n >= 2 * (self.context_features + 1):
-            design = torch.cat([ctx.double(), design], -1)
-        coef = torch.linalg.lstsq(design, flat).solution
-        residual = flat - design @ coef
-        cov = residual.T @ residual / max(n - design.shape[1], 1)
+            ctx = context.detach().expand(x.shape[:-1] + context.shape[-1:])
+            ctx = ctx.reshape(-1, self.context_features).to(work, torch.float64)
+            loc, weight = self._ridge_regression(ctx, flat, self.ridge)
+            residual, dof = flat - loc - ctx @ weight.T, n - self.context_features - 1
+        else:  # too few rows to regress on the context: the intercept alone
+            loc, weight = flat.mean(0), flat.new_zeros(self.features, self.context_features)
+            residual, dof = flat - loc, n - 1
+        cov = residual.T @ residual / max(dof, 1)
         # A jitter relative to the residual scale keeps the factor defined for a flat coordinate.
         floor = cov.diagonal().clamp_min(1e-12) * 1e-6 + 1e-12
-        self.loc.copy_(coef[-1])
-        self.weight.copy_(coef[:-1].T if design.shape[1] > 1 else torch.zeros_like(self.weight))
+        self.loc.copy_(loc)
+        self.weight.copy_(weight)
         self.scale_tril.copy_(torch.linalg.cholesky(cov + torch.diag(floor)))
         self.initialized.fill_(True)
+
+    @staticmethod
+    def _float64_device(device: torch.device) -> torch.device:
+        """``device`` if it computes in float64, else the CPU (MPS has no float64)."""
+        try:
+            torch.empty(0, dtype=torch.float64, device=device)
+        except (TypeError, RuntimeError):
+            return torch.device("cpu")
+        return device
+
+    @staticmethod
+    def _ridge_regression(
+        ctx: torch.Tensor, x: torch.Tensor, ridge: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, weight)`` minimizing :math:`\\|x - \\mu - W c\\|^2 + \\lambda \\|W\\|^2`, with
+        :math:`\\lambda` = ``ridge`` times the mean diagonal of the centered context's Gram
+        matrix; centering first leaves the intercept :math:`\\mu` unpenalized."""
+        c_mean, x_mean = ctx.mean(0), x.mean(0)
+        c, r = ctx - c_mean, x - x_mean
+        gram = c.T @ c
+        # A tiny absolute term keeps the factor defined for an all-constant context (W = 0).
+        lam = ridge * gram.diagonal().mean() + torch.finfo(gram.dtype).tiny
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        factor = torch.linalg.cholesky(gram + lam * eye)
+        weight = torch.cholesky_solve(c.T @ r, factor).T
+        return x_mean - weight @ c_mean, weight
 
     def _mean(self, context):
         return self.loc + context @ self.weight.T
