@@ -1,16 +1,20 @@
-"""Every tutorial runs top to bottom in smoke mode (CI set)."""
+"""Every tutorial runs top to bottom in smoke mode (CI set). Each is a subprocess of 10 s to
+2 minutes on 2 cores, so they are ``integration`` tests, deselected by default; run them with
+``python -m pytest -m integration``."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import jupytext
 import pytest
+
+jupytext = pytest.importorskip("jupytext")
 
 TUTORIALS = sorted((Path(__file__).parent.parent / "tutorials").glob("*.py"))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs_in_smoke_mode(path, tmp_path):
     notebook = jupytext.read(path)
