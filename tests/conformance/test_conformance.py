@@ -85,7 +85,7 @@ def test_transform_uses_context(entry):
 
 # ----------------------------------------------------------------------------- families
 INVERTIBLE = [e for e in FAMILIES if e.invertible]
-WITH_DENSITY = [e for e in FAMILIES if e.factory().log_prob_kind is not None]
+WITH_DENSITY = [e for e in FAMILIES if e.density is not None]
 CONTINUOUS_DENSITY = [e for e in WITH_DENSITY if not e.discrete]
 
 
@@ -102,7 +102,7 @@ def test_family_shapes(entry):
     for batch in [(4,), (2, 3)] if entry.conditional else [()]:
         dist = m(context_for(entry, batch))
         assert dist.batch_shape == batch and dist.event_shape == (d_,)
-        assert dist.log_prob_kind == m.log_prob_kind and (dist.log_prob_kind == "exact") == entry.exact
+        assert dist.log_prob_kind == m.log_prob_kind == entry.density
         x = dist.sample((5,))
         assert x.shape == (5, *batch, d_)
         assert dist.support.check(x).all()
