@@ -23,10 +23,9 @@ __all__ = ["ESTIMATORS", "Estimator", "PosteriorEstimator", "simulate"]
 # Flow-matching and score-based (diffusion) posterior estimation: a wide field, validated
 # by its exact likelihood (RK4, 16 steps) on an average of the parameters (``ema``). Their
 # regression losses plateau long before the density stops changing, and do not see it get
-# worse: a 10-D Gaussian linear task memorizes its simulations after a few thousand steps
-# (validation NLL -0.60 at step 1000, +27 at 30000) while a crescent keeps improving for
-# 30000. The "plateau" schedule anneals at the first validation that does not improve, so
-# each task gets the run length it needs.
+# worse: some tasks memorize their simulations after a few thousand steps while others keep
+# improving for 30000 (bench/MEASUREMENTS.md). The "plateau" schedule anneals at the first
+# validation that does not improve, so each task gets the run length it needs.
 _REGRESSION = dict(
     steps=30000, batch_size=512, lr=1e-3, schedule="plateau", ema=0.999, eval_every=500, patience=12
 )
@@ -34,9 +33,7 @@ _REGRESSION = dict(
 
 # The field learns only what the linear-Gaussian fit of theta | x misses: theta is
 # standardized by its regression on x, and the field starts as the exact one for Gaussian
-# data. In bench/sbi.py this took C2ST (flow matching / diffusion) on Gaussian linear
-# (10-D) from 0.558 / 0.593 to 0.517 / 0.513 (published NPE: 0.552), and on two moons from
-# 0.532 / 0.554 to 0.523 / 0.527.
+# data (its effect in bench/sbi.py: bench/MEASUREMENTS.md).
 _FIELD = dict(hidden=(256, 256, 256), standardize="regression", gaussian_skip=True)
 
 
@@ -162,9 +159,7 @@ class PosteriorEstimator:
     posterior of a uniform prior is the likelihood cut off at the box's edge, which the
     truncation gives exactly. Learning in the unconstrained space of the support instead
     (the family on :math:`\\mathrm{logit}\\,\\theta`, no rejection) was measured worse on two
-    moons (5,000 simulations; NLL of reference draws for 4 observations): by 0.1–0.25 nats
-    for the flow (2 seeds), 0.2 for flow matching (0.7 after 4,000 steps); C2ST moved within
-    its noise. The family's draws left the box 0.3–0.8% of the time.
+    moons (``bench/MEASUREMENTS.md``): a logit stretches the posterior's edge at the box.
 
     The estimator lives on one device and dtype, chosen by ``device``/``dtype`` or
     :meth:`to` (before or after training): the family, the standardization of ``x`` and the

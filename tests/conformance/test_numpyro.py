@@ -85,7 +85,7 @@ def test_twin_matches_torch_in_float32(name):
     entry = next(e for e in EXPORTABLE if e.name == name)
     module, ctx = prepared(entry)
     module, ctx = module.float(), ctx.float()
-    x = torch.randn(4, D) * 2 + 1
+    x = torch.randn(4, D, dtype=torch.float32) * 2 + 1
     twin = to_numpyro(module, ctx)
     assert twin.log_prob(j(x)).dtype == jnp.float32
     close(twin.log_prob(j(x)), module(ctx).log_prob(x).detach(), 1e-4)
