@@ -282,10 +282,17 @@ def test_two_vaes_trained_by_a_users_svi_loop_both_train():
         assert moved and set(moved) >= {k for k in before if k.startswith("decoder")}
 
 
-def test_gan_loads_a_file_written_when_the_discriminator_was_the_critic():
+def test_gan_loads_a_file_written_under_the_old_names():
     gan = px.GAN(3, latent=2, hidden=(8,))
+    px.fit(gan, torch.randn(64, 3) * 2 + 1, steps=2, progress=False)  # sets the standardization
     old = {k.replace("discriminator.", "critic.", 1): v for k, v in gan.state_dict().items()}
+    old = {
+        k.replace("standardizer.", "data_", 1) if "standardizer.l" in k or "standardizer.s" in k else k: v
+        for k, v in old.items()
+    }
+    old["initialized"] = old.pop("standardizer.initialized")
     again = px.GAN(3, latent=2, hidden=(8,))
     again.load_state_dict(old)
     x = torch.randn(5, 3)
     assert torch.equal(again.discriminate(x), gan.discriminate(x))
+    assert torch.equal(again.standardizer.loc, gan.standardizer.loc) and bool(again.standardizer.initialized)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..core import GeneratedDistribution, Xform, is_count
 from ..nn import MLP
-from ..transforms import LatentMap
+from ..transforms import LatentMap, Standardize
 
 __all__ = ["GAN"]
 
@@ -75,29 +75,23 @@ class GAN(Xform):
         self.generator = MLP(latent, features, tuple(hidden), context, activation, zero_last=False)
         hidden_d = tuple(hidden if discriminator_hidden is None else discriminator_hidden)
         self.discriminator = MLP(features, 1, hidden_d, context, activation, zero_last=False)
-        # Files written when the discriminator was called the critic still load.
-        self._register_load_state_dict_pre_hook(_renamed_critic)
+        # Files written under the old names still load.
+        self._register_load_state_dict_pre_hook(_renamed)
         self.register_buffer("latent_loc", torch.zeros(latent))
         self.register_buffer("latent_scale", torch.ones(latent))
-        self.register_buffer("data_loc", torch.zeros(features))
-        self.register_buffer("data_scale", torch.ones(features))
-        self.register_buffer("initialized", torch.tensor(False))
+        # The generator draws, and the discriminator scores, standardized data.
+        self.standardizer = Standardize(features)
 
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
-        if bool(self.initialized) or data.shape[0] < 2:
-            return
-        with torch.no_grad():
-            self.data_loc.copy_(data.mean(0))
-            self.data_scale.copy_(data.std(0).clamp_min(1e-6))
-            self.initialized.fill_(True)
+        self.standardizer.initialize(data)
 
     def transform_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """:math:`x = \\mu + \\sigma \\odot G(z; c)`."""
-        return self.data_loc + self.data_scale * self.generator(z, context)
+        return self.standardizer.forward_and_ladj(self.generator(z, context))[0]
 
     def discriminate(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The discriminator's score :math:`D(x; c)`, shape ``x.shape[:-1]``."""
-        return self.discriminator((x - self.data_loc) / self.data_scale, context).squeeze(-1)
+        return self.discriminator(self.standardizer.inverse_and_ladj(x)[0], context).squeeze(-1)
 
     def generate(self, n: int, context: Tensor | None = None) -> Tensor:
         """``n`` reparameterized draws (one per context row when a context is given)."""
@@ -123,6 +117,14 @@ class GAN(Xform):
         return f"{super().extra_repr()}, latent={self.latent}"
 
 
-def _renamed_critic(state_dict, prefix, *args) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix + "critic.")]:
-        state_dict[prefix + "discriminator." + key[len(prefix + "critic.") :]] = state_dict.pop(key)
+#: Names in files written before: the discriminator was the critic, the standardization three buffers.
+_RENAMED = {"critic.": "discriminator.", "data_loc": "standardizer.loc", "data_scale": "standardizer.scale"}
+
+
+def _renamed(state_dict, prefix, *args) -> None:
+    if prefix + "data_loc" in state_dict and prefix + "initialized" in state_dict:
+        state_dict[prefix + "standardizer.initialized"] = state_dict.pop(prefix + "initialized")
+    for key in list(state_dict):
+        for old, new in _RENAMED.items():
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)

@@ -4,11 +4,20 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .base import Bijector
 
-__all__ = ["ActNorm", "ConditionalStandardize", "Standardize"]
+__all__ = ["ActNorm", "ConditionalStandardize", "Standardize", "data_moments"]
+
+
+def data_moments(x: Tensor, features: int) -> tuple[Tensor, Tensor] | None:
+    """The per-coordinate mean and standard deviation (floored at 1e-6) of ``x``'s rows of
+    ``features`` numbers; ``None`` for fewer than two rows."""
+    flat = x.detach().reshape(-1, features)
+    if flat.shape[0] < 2:
+        return None
+    return flat.mean(0), flat.std(0).clamp_min(1e-6)
 
 
 class ActNorm(Bijector):
@@ -38,13 +47,12 @@ class ActNorm(Bijector):
 
     def initialize(self, x, context=None) -> None:
         """Set shift and log-scale from activations ``x`` (data side), once."""
-        flat = x.detach().reshape(-1, self.features)
-        if bool(self.initialized) or flat.shape[0] < 2:
-            return
-        with torch.no_grad():
-            self.shift.copy_(flat.mean(0))
-            self.log_scale.copy_(flat.std(0).clamp_min(1e-6).log())
-            self.initialized.fill_(True)
+        moments = None if bool(self.initialized) else data_moments(x, self.features)
+        if moments is not None:
+            with torch.no_grad():
+                self.shift.copy_(moments[0])
+                self.log_scale.copy_(moments[1].log())
+                self.initialized.fill_(True)
 
     def forward_and_ladj(self, z, context=None):
         x = z * self.log_scale.exp() + self.shift
@@ -75,14 +83,14 @@ class Standardize(Bijector):
         self.register_buffer("scale", torch.ones(features))
         self.register_buffer("initialized", torch.tensor(False))
 
+    @torch.no_grad()
     def initialize(self, x, context=None) -> None:
         """Set the mean and standard deviation from data ``x``, once."""
-        flat = x.detach().reshape(-1, self.features)
-        if bool(self.initialized) or flat.shape[0] < 2:
-            return
-        self.loc.copy_(flat.mean(0))
-        self.scale.copy_(flat.std(0).clamp_min(1e-6))
-        self.initialized.fill_(True)
+        moments = None if bool(self.initialized) else data_moments(x, self.features)
+        if moments is not None:
+            self.loc.copy_(moments[0])
+            self.scale.copy_(moments[1])
+            self.initialized.fill_(True)
 
     def forward_and_ladj(self, z, context=None):
         x = self.loc + self.scale * z
