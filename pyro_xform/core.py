@@ -35,6 +35,8 @@ __all__ = [
     "as_xform",
     "check_context",
     "is_count",
+    "normal",
+    "register_normal",
     "spec_of",
 ]
 
@@ -296,6 +298,19 @@ class GeneratedDistribution(XformDistribution):
         return self.density(value, self.context)
 
 
+def register_normal(module: nn.Module, name: str, size: int) -> None:
+    """Buffers ``{name}_loc`` (zeros) and ``{name}_scale`` (ones) of a diagonal normal over
+    ``size`` numbers: they follow the module's ``.to()``, so its draws do too."""
+    module.register_buffer(f"{name}_loc", torch.zeros(size))
+    module.register_buffer(f"{name}_scale", torch.ones(size))
+
+
+def normal(module: nn.Module, name: str, batch_shape=()) -> torch.distributions.Distribution:
+    """The normal of :func:`register_normal`'s buffers ``name``, with ``batch_shape``."""
+    loc, scale = getattr(module, f"{name}_loc"), getattr(module, f"{name}_scale")
+    return pdist.Normal(loc, scale).to_event(1).expand(torch.Size(batch_shape))
+
+
 def spec_of(value: Any) -> Any:
     """A constructor argument as it is recorded: a model becomes ``{"family", "kwargs"}``
     (its class name and constructor arguments); anything else stays as it is."""
@@ -372,8 +387,7 @@ class Xform(nn.Module):
             raise ValueError(f"context must be a non-negative int, got {context!r}")
         self.features = features
         self.context_features = context
-        self.register_buffer("base_loc", torch.zeros(features))
-        self.register_buffer("base_scale", torch.ones(features))
+        register_normal(self, "base", features)
 
     @property
     def event_shape(self) -> torch.Size:
@@ -386,7 +400,7 @@ class Xform(nn.Module):
 
     def base(self, batch_shape=()) -> torch.distributions.Distribution:
         """The standard normal base distribution with the given batch shape."""
-        return pdist.Normal(self.base_loc, self.base_scale).to_event(1).expand(torch.Size(batch_shape))
+        return normal(self, "base", batch_shape)
 
     def check_context(self, context: Tensor | None) -> Tensor | None:
         """Validate ``context`` for this model (see :func:`check_context`)."""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..core import GeneratedDistribution, Xform, is_count
+from ..core import GeneratedDistribution, Xform, is_count, normal, register_normal
 from ..nn import MLP
 from ..transforms import LatentMap, Standardize
 
@@ -77,8 +77,7 @@ class GAN(Xform):
         self.discriminator = MLP(features, 1, hidden_d, context, activation, zero_last=False)
         # Files written under the old names still load.
         self._register_load_state_dict_pre_hook(_renamed)
-        self.register_buffer("latent_loc", torch.zeros(latent))
-        self.register_buffer("latent_scale", torch.ones(latent))
+        register_normal(self, "latent", latent)
         # The generator draws, and the discriminator scores, standardized data.
         self.standardizer = Standardize(features)
 
@@ -100,11 +99,10 @@ class GAN(Xform):
         return self.transform_value(z, context)
 
     def forward(self, context: Tensor | None = None) -> GeneratedDistribution:
-        import pyro.distributions as pdist
 
         context = self.check_context(context)
         batch_shape = () if context is None else context.shape[:-1]
-        base = pdist.Normal(self.latent_loc, self.latent_scale).to_event(1).expand(torch.Size(batch_shape))
+        base = normal(self, "latent", batch_shape)
         return GeneratedDistribution(
             base,
             LatentMap(self.transform_value, self.latent, self.features),

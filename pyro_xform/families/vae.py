@@ -16,7 +16,16 @@ from pyro import poutine
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from ..core import GeneratedDistribution, Xform, XformDistribution, as_xform, is_count, spec_of
+from ..core import (
+    GeneratedDistribution,
+    Xform,
+    XformDistribution,
+    as_xform,
+    is_count,
+    normal,
+    register_normal,
+    spec_of,
+)
 from ..nn import MLP
 from ..transforms import LatentMap
 from .flows import IAF
@@ -179,8 +188,7 @@ class VAE(Xform):
             self.log_scale = nn.Parameter(torch.zeros(features))
         else:
             self.register_buffer("log_scale", torch.full((features,), math.log(scale if fixed else 1.0)))
-        self.register_buffer("latent_loc", torch.zeros(latent))
-        self.register_buffer("latent_scale", torch.ones(latent))
+        register_normal(self, "latent", latent)
         self.prior = self._check_latent_model(as_xform(prior, name="prior"), "prior", (0, context))
 
     def __setstate__(self, state) -> None:
@@ -215,7 +223,7 @@ class VAE(Xform):
         """:math:`p(z \\mid c)` with batch shape ``batch_shape``."""
         batch_shape = torch.Size(batch_shape)
         if self.prior is None:
-            return pdist.Normal(self.latent_loc, self.latent_scale).to_event(1).expand(batch_shape)
+            return normal(self, "latent", batch_shape)
         d = self.prior(context if self.prior.context_features else None)
         return d if d.batch_shape == batch_shape else d.expand(batch_shape)
 
