@@ -70,7 +70,7 @@ def _load_data(spec: str, split: str = "train") -> torch.Tensor:
             "digits) nor an existing .pt/.npy file"
         )
     if path.suffix == ".npy":
-        return torch.as_tensor(np.load(path, allow_pickle=False), dtype=torch.float32)
+        return torch.as_tensor(np.load(path, allow_pickle=False), dtype=torch.get_default_dtype())
     data = torch.load(path, weights_only=True)
     if not isinstance(data, torch.Tensor):
         raise SystemExit(f"error: {spec} does not hold a tensor")

@@ -94,8 +94,9 @@ TOYS = {
 }
 
 
-def toy(name: str, n: int = 10_000, seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Draw ``n`` points of a 2-D toy data set with a fixed seed.
+def toy(name: str, n: int = 10_000, seed: int = 0, dtype: torch.dtype | None = None) -> Tensor:
+    """Draw ``n`` points of a 2-D toy data set with a fixed seed, in ``dtype`` (default:
+    torch's default dtype, the dtype a new model has).
 
     Examples:
         >>> x = toy("moons", n=100, seed=1)
@@ -109,10 +110,10 @@ def toy(name: str, n: int = 10_000, seed: int = 0, dtype: torch.dtype = torch.fl
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
     rng = np.random.default_rng(seed)
-    return torch.as_tensor(TOYS[name](rng, n), dtype=dtype)
+    return torch.as_tensor(TOYS[name](rng, n), dtype=dtype or torch.get_default_dtype())
 
 
-def digits(dtype: torch.dtype = torch.float32, seed: int = 0) -> Split:
+def digits(dtype: torch.dtype | None = None, seed: int = 0) -> Split:
     """scikit-learn's bundled 8x8 digits (1797 x 64), uniformly dequantized to ``[0, 1)``.
 
     Pixel values :math:`v \\in \\{0, \\dots, 16\\}` become :math:`(v + u)/17` with
@@ -129,7 +130,7 @@ def digits(dtype: torch.dtype = torch.float32, seed: int = 0) -> Split:
     rng = np.random.default_rng(seed)
     order = np.random.default_rng(0).permutation(len(pixels))
     x = (pixels + rng.random(pixels.shape)) / 17.0
-    x = torch.as_tensor(x[order], dtype=dtype)
+    x = torch.as_tensor(x[order], dtype=dtype or torch.get_default_dtype())
     n_train = int(0.8 * len(x))
     return Split(x[:n_train], x[n_train:])
 
@@ -167,7 +168,7 @@ class Dequantize:
         return f"Dequantize({self.levels})"
 
 
-def load(name: str, n_train: int = 10_000, n_test: int = 5_000, dtype: torch.dtype = torch.float32) -> Split:
+def load(name: str, n_train: int = 10_000, n_test: int = 5_000, dtype: torch.dtype | None = None) -> Split:
     """A fixed train/test split of a named data set (a toy or ``"digits"``).
 
     Examples:

@@ -199,12 +199,12 @@ class MADE(nn.Module):
         degrees = [degree_in] + [torch.arange(h) % span + low for h in hidden]
         layers: list[nn.Module] = []
         for i, (d_in, d_out) in enumerate(itertools.pairwise(degrees)):
-            layers.append(_MaskedLinear((d_out[:, None] >= d_in[None, :]).float()))
+            layers.append(_MaskedLinear((d_out[:, None] >= d_in[None, :]).to(torch.get_default_dtype())))
             if i == 0:
                 self.context_layer = nn.Linear(context, hidden[0], bias=False) if context else None
             layers.append(activation_layer(activation))
         degree_out = degree_in.repeat_interleave(params_per_dim)
-        last = _MaskedLinear((degree_out[:, None] > degrees[-1][None, :]).float())
+        last = _MaskedLinear((degree_out[:, None] > degrees[-1][None, :]).to(torch.get_default_dtype()))
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         self.first = layers[0]

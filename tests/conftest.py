@@ -29,6 +29,11 @@ def pytest_configure(config):
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise pytest.UsageError("--device cuda: this machine has no CUDA device")
+        # For the whole session, so module-scoped fixtures and module-level tensors follow too.
+        torch.set_default_device(device)
+    dtype = config.getoption("--dtype")
+    if dtype is not None:
+        torch.set_default_dtype(getattr(torch, dtype))
 
 
 @pytest.fixture
@@ -38,22 +43,13 @@ def device(request) -> torch.device:
 
 
 @pytest.fixture(autouse=True)
-def _seeded(request):
-    """Every test starts from the same RNG state and a clean Pyro param store, on the device
-    and with the dtype the suite was asked for."""
+def _seeded():
+    """Every test starts from the same RNG state and a clean Pyro param store."""
     torch.manual_seed(0)
     pyro.set_rng_seed(0)
     pyro.clear_param_store()
-    threads = torch.get_num_threads()
-    dtype = torch.get_default_dtype()
-    chosen_device = request.config.getoption("--device")
-    chosen_dtype = request.config.getoption("--dtype")
-    if chosen_device is not None:
-        torch.set_default_device(chosen_device)
-    if chosen_dtype is not None:
-        torch.set_default_dtype(getattr(torch, chosen_dtype))
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
     yield
-    torch.set_default_device(None)
     torch.set_default_dtype(dtype)
     torch.set_num_threads(threads)
 

@@ -49,7 +49,7 @@ def objectives(out, rank):
 
     import pyro_xform as px
 
-    data = _data(64, 4).float().clamp(-2, 2)
+    data = _data(64, 4).to(torch.get_default_dtype()).clamp(-2, 2)
     models = {
         "cfm": px.FlowMatching(4, hidden=(16,)),
         "dsm": px.Diffusion(4, hidden=(16,)),
@@ -118,6 +118,7 @@ if __name__ == "__main__":
     import torch
 
     torch.set_num_threads(1)
+    torch.set_default_dtype(getattr(torch, os.environ.get("PYRO_XFORM_TEST_DTYPE", "float32")))
     scenario, out = sys.argv[1], sys.argv[2]
     rank = int(os.environ["RANK"])
     result = globals()[scenario](out, rank)

@@ -28,6 +28,8 @@ def launch(scenario: str, out: Path, world: int = 2, timeout: float = 120) -> li
     for rank in range(world):
         env = dict(
             os.environ,
+            # The workers build their models in the suite's default dtype (pytest --dtype).
+            PYRO_XFORM_TEST_DTYPE=str(torch.get_default_dtype()).removeprefix("torch."),
             RANK=str(rank),
             LOCAL_RANK=str(rank),
             WORLD_SIZE=str(world),

@@ -33,7 +33,7 @@ def test_mle_agrees_step_for_step_with_a_hand_written_pyro_svi_loop():
 
 
 def test_fit_improves_and_is_reproducible_with_a_seed():
-    data = data2d(512, torch.float32)
+    data = data2d(512, torch.get_default_dtype())
     results = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -297,7 +297,7 @@ def test_augment_is_applied_to_training_batches_only_and_checked():
     with pytest.raises(ValueError, match="augmented batch has NaN"):
         px.fit(flow, data, steps=3, augment=lambda b: b * float("nan"), progress=False)
     with pytest.raises(ValueError, match="shape and dtype"):
-        px.fit(flow, data, steps=3, augment=lambda b: b.double(), progress=False)
+        px.fit(flow, data, steps=3, augment=lambda b: b.to(torch.float16), progress=False)
     with pytest.raises(ValueError, match="augment must be a function"):
         px.fit(flow, data, steps=3, augment=17, progress=False)
     assert all(torch.equal(v, flow.state_dict()[k]) for k, v in before.items())

@@ -233,7 +233,7 @@ def test_discrete_autoregressive_is_normalized_and_sampled_by_inverse_cdf(catego
 
 
 def test_discrete_autoregressive_in_pyro_and_fit():
-    data = (px.datasets.digits().train > 0.5).float()
+    data = (px.datasets.digits().train > 0.5).to(torch.get_default_dtype())
     model = px.DiscreteAutoregressive(64, hidden=(128,))
 
     def program(x):
