@@ -198,7 +198,7 @@ def test_probability_flow_density_equals_gaussian_density(sde):
         assert (exact - target.log_prob(x)).abs().max() < 1e-3
 
 
-@pytest.mark.parametrize("sampler,steps", [("ddim", 50), ("sde", 400), ("ode", None)])
+@pytest.mark.parametrize("sampler,steps", [("ddim", 100), ("sde", 400), ("ode", None)])
 def test_samplers_reach_the_data_distribution(sampler, steps):
     torch.manual_seed(0)
     model = gaussian_diffusion("vp")

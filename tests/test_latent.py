@@ -56,7 +56,9 @@ def test_vae_iwae_converges_to_the_exact_marginal_and_bounds_it():
         iwae_small = vae.iwae(x, particles=2)
         iwae_big = vae.iwae(x, particles=20000, chunk=1000)
         marginal = vae().log_prob(x)  # the model's own particles (100)
-    assert (elbo < truth).all()
+    # A bound in expectation: the 2000-particle average may cross it by its Monte Carlo error
+    # where the encoder has made the gap tiny.
+    assert (elbo < truth + 0.01).all() and (truth - elbo).mean() > 0
     assert (iwae_big - truth).abs().max() < 0.02
     assert iwae_big.mean() > elbo.mean() and iwae_small.shape == (6,)
     assert (marginal - truth).abs().max() < 0.2
