@@ -4,9 +4,10 @@ A non-finite loss or gradient must never reach the parameters. Checking it with
 ``bool(torch.isfinite(loss))`` stalls a GPU on every step (the host waits for the device to
 finish before it can queue the next step), so the check stays on the device: the update is
 skipped there, by the fused Adam kernel's ``found_inf`` input (the protocol of
-``torch.amp.GradScaler``), and the step's status is a device tensor that the training loop
-reads when it next logs. Only an optimizer without that input (the unfused fallback) reads
-the status at once.
+``torch.amp.GradScaler``), and whether it was skipped is a device tensor that the training
+loop reads, with the loss, when it next logs. Only an optimizer without that input (the
+unfused fallback) reads it at once. Without clipping, the gradient norm is computed but
+nothing is rescaled.
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["FINITE", "GRADIENT_NOT_FINITE", "LOSS_NOT_FINITE", "GuardedStep"]
-
-#: Step statuses, as the values of the tensor :meth:`GuardedStep.__call__` returns.
-FINITE, GRADIENT_NOT_FINITE, LOSS_NOT_FINITE = 0, 1, 2
+__all__ = ["GuardedStep"]
 
 
 class GuardedStep:
@@ -39,10 +37,10 @@ class GuardedStep:
         >>> import torch
         >>> w = torch.nn.Parameter(torch.ones(2))
         >>> step = GuardedStep(torch.optim.Adam([w], lr=0.1, fused=True), clip_grad=None)
-        >>> int(step((w * float("nan")).sum())), w.tolist()
-        (2, [1.0, 1.0])
-        >>> int(step((w**2).sum())), bool((w < 1).all())
-        (0, True)
+        >>> float(step((w * float("nan")).sum())), w.tolist()
+        (1.0, [1.0, 1.0])
+        >>> float(step((w**2).sum())), bool((w < 1).all())
+        (0.0, True)
     """
 
     def __init__(
@@ -57,21 +55,25 @@ class GuardedStep:
         self.fused = bool(optimizer.defaults.get("fused"))
 
     def __call__(self, loss: Tensor) -> Tensor:
-        """Take the step; returns its status (``FINITE``, ``GRADIENT_NOT_FINITE`` or
-        ``LOSS_NOT_FINITE``) as a tensor on the loss's device."""
-        finite = torch.isfinite(loss.detach()).all()
+        """Take the step; returns 1.0 where it was skipped (a non-finite gradient), else 0.0,
+        as a float32 tensor on the loss's device. A non-finite loss with a finite gradient
+        is applied; the caller sees the loss itself."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.gradient_sync is not None:
-            loss = self.gradient_sync(torch.where(finite, loss, math.nan))
+            # A non-finite loss on one rank poisons the summed gradient on every rank.
+            loss = self.gradient_sync(torch.where(torch.isfinite(loss.detach()), loss, math.nan))
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
-        ok = finite & torch.isfinite(norm)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        skipped = (~torch.isfinite(norm)).to(torch.float32)
+        if self.max_norm != math.inf:
+            torch.nn.utils.clip_grads_with_norm_(self.params, self.max_norm, norm)
         if self.fused:
-            self.optimizer.found_inf = (~ok).to(torch.float32)
+            self.optimizer.found_inf = skipped
             try:
                 self.optimizer.step()
             finally:
                 del self.optimizer.found_inf
-        elif bool(ok):
+        elif not bool(skipped):
             self.optimizer.step()
-        return (~finite).to(torch.uint8) + (~ok).to(torch.uint8)
+        return skipped

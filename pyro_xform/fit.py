@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import FORMAT, atomic_save, config_of, read
 from .core import Xform, is_count
-from .descent import FINITE, LOSS_NOT_FINITE, GuardedStep
+from .descent import GuardedStep
 from .distributed import Distributed, World, fingerprint, rank_seed
 from .objectives import Objective, get_objective
 from .rng import get_rng_states, set_rng_states
@@ -419,11 +419,11 @@ class _Run:
         for group in (g for optimizer in self.optimizers for g in optimizer.param_groups):
             group["lr"] = self.lr * scale
         state.step += 1
-        statuses, reported = [], None
-        for group, loss in self.objective.losses(self.model, batch, context, state.step):
-            statuses.append((group, self.guarded[group](loss)))
-            reported = loss.detach() if group == 0 else reported
-        self.log.add(state.step, reported, statuses, batch.shape[0])
+        guarded = [
+            (group, loss.detach(), self.guarded[group](loss))
+            for group, loss in self.objective.losses(self.model, batch, context, state.step)
+        ]
+        self.log.add(state.step, guarded, batch.shape[0])
         if self.averaged is not None:
             self.averaged.update(min(self.ema, (1 + state.step) / (10 + state.step)))
 
@@ -618,41 +618,52 @@ class _LossLog:
 
     def __init__(self, losses: list[float], names: list[str], distributed: bool = False) -> None:
         self.losses, self.names, self.distributed = losses, names, distributed
-        self._steps: list[tuple[int, Tensor, list[tuple[int, Tensor]], int]] = []
+        self._steps: list[tuple[int, list[tuple[int, Tensor, Tensor]], int]] = []
 
-    def add(self, step: int, loss: Tensor, statuses: list[tuple[int, Tensor]], rows: int) -> None:
-        """Step ``step``'s loss (summed over its ``rows`` examples) and its guarded steps' statuses."""
-        self._steps.append((step, loss, statuses, rows))
+    def add(self, step: int, guarded: list[tuple[int, Tensor, Tensor]], rows: int) -> None:
+        """Step ``step``'s ``(group, loss, skipped)`` of each guarded step, the losses summed
+        over the ``rows`` examples; the step's reported loss is the last of group 0."""
+        self._steps.append((step, guarded, rows))
 
     def read(self) -> tuple[list[float], list[int]]:
         """Append the unread losses (per example) to ``losses``; returns their sums and row
         counts.
 
         Raises:
-            FloatingPointError: a step's loss or gradient was NaN/Inf (that step was skipped).
+            FloatingPointError: a step's loss or gradient was NaN/Inf (a non-finite gradient
+                was never applied).
         """
         if not self._steps:
             return [], []
         steps, self._steps = self._steps, []
-        codes = torch.stack([torch.stack([code for _, code in s[2]]) for s in steps]).tolist()
-        for (step, _, statuses, _), row in zip(steps, codes, strict=True):
-            for (group, _), code in zip(statuses, row, strict=True):
-                if code != FINITE:
-                    self._fail(step, self.names[group], code)
-        sums, rows = torch.stack([s[1] for s in steps]).tolist(), [s[3] for s in steps]
+        # One read of the device for all of them: the losses and the skipped flags.
+        flat = torch.stack(
+            [t.to(loss.dtype) for _, g, _ in steps for _, loss, skip in g for t in (loss, skip)]
+        )
+        values = iter(flat.tolist())
+        sums = []
+        for step, guarded, _ in steps:
+            reported = None
+            for group, _, _ in guarded:
+                loss, skipped = next(values), next(values)
+                if not math.isfinite(loss) or skipped:
+                    self._fail(step, self.names[group], loss_finite=math.isfinite(loss))
+                reported = loss if group == 0 else reported
+            sums.append(reported)
+        rows = [s[2] for s in steps]
         self.losses.extend(total / count for total, count in zip(sums, rows, strict=True))
         return sums, rows
 
-    def _fail(self, step: int, name: str, code: int) -> None:
-        if code == LOSS_NOT_FINITE:
+    def _fail(self, step: int, name: str, loss_finite: bool) -> None:
+        if not loss_finite:
             cause = f"the {name} became NaN/Inf" + (" on this rank" if self.distributed else "")
         else:
             cause = f"the gradient of the {name} became NaN/Inf" + (
                 " (on this or another rank)" if self.distributed else ""
             )
         raise FloatingPointError(
-            f"{cause} at step {step}; that step was skipped and the parameters are finite, those "
-            "of the last good step (try a smaller lr, clip_grad, or check the data)"
+            f"{cause} at step {step}; no non-finite gradient was applied and the parameters are "
+            "finite (try a smaller lr, clip_grad, or check the data)"
         )
 
 
