@@ -180,11 +180,11 @@ def fit(
     Raises:
         ValueError: bad data or context (NaN/Inf, shape, dtype, empty), before any
             parameter changes.
-        FloatingPointError: the loss or its gradient became NaN/Inf. Such a step is never
-            applied (it is skipped on the device, without waiting for it), and the error,
-            naming the first such step, is raised when the losses are next read: at the
-            next validation or checkpoint, every 50 steps, or at the end. The parameters
-            are finite.
+        FloatingPointError: the loss or its gradient became NaN/Inf. A non-finite gradient
+            is never applied (the step is skipped on the device, without waiting for it),
+            and the error, naming the first such step, is raised when the losses are next
+            read: at the next validation or checkpoint, every 50 steps, or at the end. The
+            parameters are finite.
         RuntimeError: (distributed) another rank died or stopped answering.
 
     Examples:
