@@ -100,8 +100,8 @@ def toy(name: str, n: int = 10_000, seed: int = 0, dtype: torch.dtype | None = N
 
     Examples:
         >>> x = toy("moons", n=100, seed=1)
-        >>> x.shape, x.dtype
-        (torch.Size([100, 2]), torch.float32)
+        >>> x.shape, x.dtype == torch.get_default_dtype()
+        (torch.Size([100, 2]), True)
         >>> bool(torch.equal(x, toy("moons", n=100, seed=1)))
         True
     """

@@ -112,8 +112,8 @@ def psis_khat(
         >>> def model(y):
         ...     mu = pyro.sample("theta", dist.Normal(0.0, 1.0))
         ...     pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-        >>> exact = dist.Normal(torch.tensor(0.5), 0.5**0.5)  # the posterior for y = 1
-        >>> psis_khat(model, exact, torch.tensor(1.0)) < 0.5
+        >>> wider = dist.Normal(torch.tensor(0.5), 1.0)  # the posterior for y = 1, widened
+        >>> psis_khat(model, wider, torch.tensor(1.0)) < 0.5
         True
 
     References:

@@ -120,8 +120,8 @@ class ConditionalStandardize(Bijector):
         >>> layer = ConditionalStandardize(1, context=1)
         >>> c = torch.linspace(-1, 1, 50).unsqueeze(-1)
         >>> layer.initialize(3 * c + 1 + 0.1 * torch.randn(50, 1), c)
-        >>> round(float(layer.weight), 1), round(float(layer.loc), 1)
-        (3.0, 1.0)
+        >>> abs(float(layer.weight) - 3) < 0.1, abs(float(layer.loc) - 1) < 0.1
+        (True, True)
 
     References:
         The linear-Gaussian baseline of Benchmarking simulation-based inference (Lueckmann
