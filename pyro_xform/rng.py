@@ -52,16 +52,14 @@ def fixed_seed(device: torch.device | str, seed: int = 0) -> Iterator[None]:
         (True, True)
     """
     device = _indexed(torch.device(device))
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.random.fork_rng(devices=[]))
-        torch.random.default_generator.manual_seed(seed)
-        if _accelerator(device):
-            module = _module(device)
-            index = device.index
-            state = module.get_rng_state(index) if index is not None else module.get_rng_state()
-            stack.callback(_restore, device, state)
-            _seed(device, seed)
+    states = get_rng_states(device)
+    torch.random.default_generator.manual_seed(seed)
+    if _accelerator(device):
+        _seed(device, seed)
+    try:
         yield
+    finally:
+        set_rng_states(states, device)
 
 
 def _seed(device: torch.device, seed: int) -> None:

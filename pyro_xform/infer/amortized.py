@@ -251,7 +251,7 @@ class PosteriorEstimator:
     def device(self) -> torch.device:
         """Where the estimator computes."""
         if self.family is not None:
-            return self.family.base_loc.device
+            return self.family.device
         return self._device if self._device is not None else torch.empty(0).device
 
     @property
