@@ -20,7 +20,9 @@ from pyro_xform.infer import (
     simulators,
     to_inference_data,
 )
+from pyro_xform.infer import guides
 from pyro_xform.metrics import c2st
+from pyro_xform.transforms import ActNorm, TriangularAffine
 
 
 def _frozen(model):
@@ -96,7 +98,7 @@ def _correlated(y=None):
     pyro.sample("y", dist.Normal(theta.sum(-1), 0.1 * scale), obs=y)
 
 
-def _final_elbo(guide, steps=250):
+def _final_elbo(guide, steps=500):
     svi = SVI(
         _correlated,
         guide,
@@ -114,6 +116,22 @@ def test_flow_guide_beats_mean_field_on_a_correlated_posterior():
     pyro.set_rng_seed(0)
     normal_loss = _final_elbo(AutoNormal(_correlated))
     assert flow_loss < normal_loss - 0.5, (flow_loss, normal_loss)
+
+
+def test_guide_affine_is_a_cholesky_factor_up_to_its_limit_and_diagonal_beyond(monkeypatch):
+    guide = AutoXformGuide(_correlated, "MAF", hidden=(4,), init_scale=0.2)
+    guide()
+    assert isinstance(guide.affine, TriangularAffine)
+    assert torch.allclose(guide.affine.scale_tril(), 0.2 * torch.eye(3))
+    diagonal = AutoXformGuide(_correlated, "MAF", hidden=(4,), linear="diagonal")
+    diagonal()
+    assert isinstance(diagonal.affine, ActNorm)
+    monkeypatch.setattr(guides, "_TRIANGULAR_UP_TO", 2)  # three latents: beyond the limit
+    beyond = AutoXformGuide(_correlated, "MAF", hidden=(4,))
+    beyond()
+    assert isinstance(beyond.affine, ActNorm)
+    with pytest.raises(ValueError, match="linear must be"):
+        AutoXformGuide(_correlated, "MAF", linear="full")
 
 
 def test_guide_api_median_quantiles_any_family_and_checks():

@@ -13,9 +13,14 @@ from torch import nn
 
 from ..core import Xform, XformDistribution
 from ..families import FAMILIES
-from ..transforms import ActNorm, Chain
+from ..transforms import ActNorm, Chain, TriangularAffine
 
 __all__ = ["AutoXformGuide"]
+
+_LINEAR = ("auto", "triangular", "diagonal")
+# A full Cholesky factor has D(D-1)/2 entries: beyond this many latents it costs more
+# memory and time than the flow it helps, and the diagonal affine takes its place.
+_TRIANGULAR_UP_TO = 256
 
 
 class AutoXformGuide(AutoContinuous):
@@ -23,11 +28,14 @@ class AutoXformGuide(AutoContinuous):
     unconstrained vector :math:`u`, as :class:`~pyro.infer.autoguide.AutoContinuous` does)
     is any exact pyro_xform family followed by a learned affine map:
 
-    .. math:: q(u) = \\text{family}_\\phi \\text{ pushed through } u \\mapsto \\mu + \\sigma \\odot u,
-        \\qquad \\mu = u_0,\\ \\sigma = \\texttt{init\\_scale} \\text{ at the start},
+    .. math:: q(u) = \\text{family}_\\phi \\text{ pushed through } u \\mapsto \\mu + L u,
+        \\qquad \\mu = u_0,\\ L = \\texttt{init\\_scale}\\, I \\text{ at the start},
 
     so it starts as a narrow Gaussian at the init location (like ``AutoNormal``) and can
-    bend into funnels, banana shapes and multiple modes. Any family with an exact density
+    bend into funnels, banana shapes and multiple modes. :math:`L` is lower-triangular (the
+    Cholesky factor of ``AutoMultivariateNormal``), so linear correlations are learned at
+    a Gaussian's speed and the family only learns the rest; beyond 256 latents, or with
+    ``linear="diagonal"``, :math:`L` is diagonal. Any family with an exact density
     serves: ``"NSF"``, ``"MAF"``, ``"IAF"`` (fast to sample: the ELBO only samples),
     ``"RealNVP"``, ``"FlowMatching"``, ``"Diffusion"`` (pass ``settings={"solver": "rk4",
     "steps": 8}`` for a cheap fixed-step solve), or a model instance.
@@ -45,6 +53,8 @@ class AutoXformGuide(AutoContinuous):
         encoder: a module, ``encoder(*args, **kwargs) -> Tensor`` of shape ``(k,)``.
         init_loc_fn: per-site initialization (Pyro's).
         init_scale: initial posterior scale in the unconstrained space.
+        linear: the affine map's factor :math:`L`: ``"triangular"``, ``"diagonal"`` or
+            ``"auto"`` (triangular up to 256 latents).
         settings: keyword arguments of every call of the family (solver settings).
         **family_kwargs: constructor arguments of the family (``hidden``, ``transforms``...).
 
@@ -74,11 +84,15 @@ class AutoXformGuide(AutoContinuous):
         encoder: nn.Module | None = None,
         init_loc_fn: Callable = init_to_median,
         init_scale: float = 0.1,
+        linear: str = "auto",
         settings: dict | None = None,
         **family_kwargs,
     ) -> None:
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive, got {init_scale!r}")
+        if linear not in _LINEAR:
+            raise ValueError(f"linear must be one of {_LINEAR}, got {linear!r}")
+        self._linear = linear
         self._family, self._family_kwargs = family, family_kwargs
         self._init_scale, self._settings = float(init_scale), dict(settings or {})
         super().__init__(model, init_loc_fn=init_loc_fn)
@@ -116,12 +130,21 @@ class AutoXformGuide(AutoContinuous):
         loc = self._init_loc()
         # The family follows the model's latents (device and dtype), wherever it was built.
         self.xform = xform.to(dtype=loc.dtype, device=loc.device)
+        self.affine = self._affine(loc)
+
+    def _affine(self, loc: torch.Tensor) -> nn.Module:
+        linear = self._linear
+        if linear == "auto":
+            linear = "triangular" if self.latent_dim <= _TRIANGULAR_UP_TO else "diagonal"
+        if linear == "triangular":
+            affine = TriangularAffine(self.latent_dim, loc, self._init_scale)
+            return affine.to(dtype=loc.dtype, device=loc.device)
         affine = ActNorm(self.latent_dim).to(dtype=loc.dtype, device=loc.device)
         with torch.no_grad():
             affine.shift.copy_(loc)
             affine.log_scale.fill_(math.log(self._init_scale))
             affine.initialized.fill_(True)
-        self.affine = affine
+        return affine
 
     def get_posterior(self, *args, **kwargs) -> XformDistribution:
         """The posterior over the packed unconstrained latents, given the model's arguments."""

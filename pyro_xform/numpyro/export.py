@@ -112,6 +112,11 @@ def export_bijector(bijector: T.Bijector, context: jax.Array | None = None) -> J
     if isinstance(bijector, T.LULinear):
         lower, upper, ladj = bijector.factors()
         return J.LULinear(array(lower), array(upper), array(bijector.bias), array(ladj))
+    if isinstance(bijector, T.TriangularAffine):
+        # L = (L / diag) diag: a unit lower factor times a diagonal upper one.
+        tril, scale = bijector.scale_tril(), bijector.log_scale.exp()
+        ladj = bijector.log_scale.sum()
+        return J.LULinear(array(tril / scale), array(torch.diag(scale)), array(bijector.loc), array(ladj))
     if isinstance(bijector, T.ActNorm):
         return J.ActNorm(array(bijector.shift), array(bijector.log_scale))
     if isinstance(bijector, T.Standardize):
@@ -127,8 +132,8 @@ def export_bijector(bijector: T.Bijector, context: jax.Array | None = None) -> J
         return ODE(_field(bijector.field), bijector.time, s.solver, s.steps, s.rtol, s.atol, ctx)
     raise NotImplementedError(
         f"{type(bijector).__name__} has no NumPyro twin; exportable: Chain, AffineCoupling, "
-        "SplineCoupling, AffineAutoregressive, SplineAutoregressive, Permutation, LULinear, ActNorm, "
-        "Standardize, ConditionalStandardize, ODETransform"
+        "SplineCoupling, AffineAutoregressive, SplineAutoregressive, Permutation, LULinear, TriangularAffine, "
+        "ActNorm, Standardize, ConditionalStandardize, ODETransform"
     )
 
 

@@ -5,7 +5,7 @@ from .base import Bijector, Chain, ConditionedBijector
 from .coupling import AffineCoupling, Coupling, SplineCoupling
 from .elementwise import Affine, RQSpline
 from .latent_map import LatentMap, LatentMapTransform
-from .linear import LULinear, Permutation
+from .linear import LULinear, Permutation, TriangularAffine
 from .normalization import ActNorm, ConditionalStandardize, Standardize
 from .ode import FIXED_STEP_SOLVERS, ODESettings, ODETransform
 
@@ -31,4 +31,5 @@ __all__ = [
     "SplineAutoregressive",
     "SplineCoupling",
     "Standardize",
+    "TriangularAffine",
 ]

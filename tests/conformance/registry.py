@@ -66,6 +66,15 @@ def fitted(layer):
     return layer
 
 
+def shaken(layer):
+    """A layer whose parameters are moved off their (often identity) initial values."""
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.add_(0.3 * torch.randn(parameter.shape, generator=gen))
+    return layer
+
+
 H = dict(hidden=(16, 16))
 # Continuous-time entries solve tightly, so round trips and log-determinants meet the
 # same tolerances as the discrete ones. Measured for the Diffusion entries: at 1e-7 the
@@ -103,7 +112,8 @@ REGISTRY = [
     transform("SplineAR", lambda: T.SplineAutoregressive(D, C, bins=4, bound=3.0, **H), True),
     transform("SplineAR-sampling", lambda: T.SplineAutoregressive(D, 0, fast="sampling", **H)),
     transform("Permutation", lambda: T.Permutation(D, "random", seed=1)),
-    transform("LULinear", lambda: T.LULinear(D)),
+    transform("LULinear", lambda: shaken(T.LULinear(D))),
+    transform("TriangularAffine", lambda: shaken(T.TriangularAffine(D, loc=1.0, scale=0.5))),
     transform("ActNorm", lambda: T.ActNorm(D)),
     transform("Standardize", lambda: fitted(T.Standardize(D))),
     transform("ConditionalStandardize", lambda: fitted(T.ConditionalStandardize(D, C)), True),
