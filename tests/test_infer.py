@@ -2,6 +2,7 @@
 
 import functools
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -251,6 +252,23 @@ def test_psis_khat_flags_a_mean_field_guide_on_a_funnel():
         svi.step()
     with pytest.warns(UserWarning, match="k-hat"):
         assert psis_khat(funnel, guide, num_particles=2000) > 0.7
+
+
+def test_psis_khat_of_the_exact_posterior_is_not_positive_and_warns_not():
+    def model(y):
+        theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(theta, 1.0), obs=y)
+
+    posterior = dist.Normal(torch.tensor(0.5), math.sqrt(0.5))  # exact for y = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # Equal weights up to rounding: Pyro's fit gives inf or a negative value by chance.
+        for seed in range(4):
+            pyro.set_rng_seed(seed)
+            assert psis_khat(model, posterior, torch.tensor(1.0)) <= 0
+    far = dist.Normal(torch.tensor(8.0), 0.05)  # almost no mass where the posterior is
+    with pytest.warns(UserWarning, match="k-hat"):
+        assert psis_khat(model, far, torch.tensor(1.0)) > 0.7
 
 
 def test_estimator_defaults_apply_and_yield_to_the_user(monkeypatch):

@@ -4,6 +4,7 @@ the PSIS :math:`\\hat k` of a variational or amortized posterior."""
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyro
 import torch
-from pyro.infer.importance import psis_diagnostic
+from pyro.infer.importance import psis_diagnostic, vectorized_importance_weights
 
 from ..core import XformDistribution
 
@@ -97,7 +98,9 @@ def psis_khat(
     of a posterior approximation against the model's joint density (Pyro's
     ``psis_diagnostic``). :math:`\\hat k < 0.5`: excellent; :math:`< 0.7`: usable;
     :math:`> 0.7`: the approximation misses mass the posterior has — do not trust it (a
-    warning says so).
+    warning says so). Weights equal up to rounding (the approximation is the posterior)
+    have no tail to fit: :math:`\hat k \le 0` (:math:`-\infty` where Pyro's fit finds no
+    tail at all).
 
     Args:
         model: the Pyro model, called with ``*args, **kwargs`` (its observations observed).
@@ -127,8 +130,13 @@ def psis_khat(
         def guide(*_, **__):  # a guide made of the distribution
             return pyro.sample(site, distribution)
 
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Pyro warns and returns inf both for a tail too thin to fit (a bad proposal) and
+        # for equal weights (a perfect one); the weights' spread tells which.
+        warnings.filterwarnings("ignore", "Not enough tail samples")
         khat = float(psis_diagnostic(model, guide, *args, num_particles=num_particles, **kwargs))
+        if khat == math.inf and _equal_weights(model, guide, num_particles, *args, **kwargs):
+            return -math.inf
     if khat > 0.7:
         warnings.warn(
             f"PSIS k-hat = {khat:.2f} > 0.7: the approximation misses mass the posterior has; "
@@ -136,3 +144,12 @@ def psis_khat(
             stacklevel=2,
         )
     return khat
+
+
+def _equal_weights(model: Callable, guide: Callable, num_particles: int, *args, **kwargs) -> bool:
+    log_weights = vectorized_importance_weights(
+        model, guide, *args, num_samples=num_particles, max_plate_nesting=7, **kwargs
+    )[0]
+    # Relative differences at the floating-point noise of a log density.
+    spread = float(log_weights.max() - log_weights.min())
+    return spread <= 1e3 * torch.finfo(log_weights.dtype).eps * max(1.0, float(log_weights.abs().max()))
