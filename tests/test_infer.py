@@ -16,12 +16,12 @@ from pyro_xform.infer import (
     AutoXformGuide,
     BaseReparam,
     PosteriorEstimator,
+    guides,
     psis_khat,
     simulate,
     simulators,
     to_inference_data,
 )
-from pyro_xform.infer import guides
 from pyro_xform.metrics import c2st
 from pyro_xform.transforms import ActNorm, TriangularAffine
 

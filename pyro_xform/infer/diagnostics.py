@@ -99,7 +99,7 @@ def psis_khat(
     ``psis_diagnostic``). :math:`\\hat k < 0.5`: excellent; :math:`< 0.7`: usable;
     :math:`> 0.7`: the approximation misses mass the posterior has — do not trust it (a
     warning says so). Weights equal up to rounding (the approximation is the posterior)
-    have no tail to fit: :math:`\hat k \le 0` (:math:`-\infty` where Pyro's fit finds no
+    have no tail to fit: :math:`\\hat k \\le 0` (:math:`-\\infty` where Pyro's fit finds no
     tail at all).
 
     Args:

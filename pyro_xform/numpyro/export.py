@@ -132,8 +132,8 @@ def export_bijector(bijector: T.Bijector, context: jax.Array | None = None) -> J
         return ODE(_field(bijector.field), bijector.time, s.solver, s.steps, s.rtol, s.atol, ctx)
     raise NotImplementedError(
         f"{type(bijector).__name__} has no NumPyro twin; exportable: Chain, AffineCoupling, "
-        "SplineCoupling, AffineAutoregressive, SplineAutoregressive, Permutation, LULinear, TriangularAffine, "
-        "ActNorm, Standardize, ConditionalStandardize, ODETransform"
+        "SplineCoupling, AffineAutoregressive, SplineAutoregressive, Permutation, LULinear, "
+        "TriangularAffine, ActNorm, Standardize, ConditionalStandardize, ODETransform"
     )
 
 
