@@ -126,25 +126,21 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
         self.bijector = transform
         self.context = context
         self.log_prob_kind = log_prob_kind
-        self._last = None  # (sample, log_prob, has_graph) of the latest draw
         super().__init__(base, [transform.condition(context)], validate_args=validate_args)
 
     # -- shape ---------------------------------------------------------------------------
     def expand(self, batch_shape, _instance=None) -> XformDistribution:
+        new = self._get_checked_instance(XformDistribution, _instance)
         batch_shape = torch.Size(batch_shape)
-        context = self.context
-        if context is not None:
-            context = context.expand(batch_shape + context.shape[-1:])
-        new = self.__class__.__new__(self.__class__) if _instance is None else _instance
-        new.__dict__.update({k: v for k, v in self.__dict__.items() if k not in _REBUILT})
         XformDistribution.__init__(
             new,
             self.base_dist.expand(batch_shape),
             self.bijector,
-            context,
+            expanded_context(self.context, batch_shape),
             log_prob_kind=self.log_prob_kind,
-            validate_args=self.__dict__.get("_validate_args"),
+            validate_args=False,
         )
+        new._validate_args = self._validate_args
         return new
 
     @property
@@ -158,10 +154,8 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
     # -- sampling ------------------------------------------------------------------------
     def _forward(self, sample_shape, reparameterized: bool) -> tuple[Tensor, Tensor]:
         z = self.base_dist.rsample(sample_shape) if reparameterized else self.base_dist.sample(sample_shape)
-        x, ladj = self.bijector.forward_and_ladj(z, self.context)
-        lp = self.base_dist.log_prob(z) - ladj
-        self._last = (x, lp, torch.is_grad_enabled())
-        return x, lp
+        x, ladj = self.transforms[0].forward_and_ladj(z)
+        return x, self.base_dist.log_prob(z) - ladj
 
     def rsample_and_log_prob(self, sample_shape=()) -> tuple[Tensor, Tensor]:
         """Draw a reparameterized sample and its log-density in one pass."""
@@ -182,13 +176,13 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
     def log_prob(self, value: Tensor) -> Tensor:
         if self.log_prob_kind is None:
             raise NotImplementedError(self._no_density_message())
-        last = self._last
-        # A draw made without a graph cannot stand in for a log_prob that needs one.
-        if last is not None and value is last[0] and (last[2] or not torch.is_grad_enabled()):
-            return last[1]
-        if self._validate_args:
-            self._validate_sample(value)
-        z, ladj = self.bijector.inverse_and_ladj(value, self.context)
+        transform = self.transforms[0]
+        latest = transform.latest(value)  # the value was just drawn: its z and ladj are known
+        if latest is None:
+            if self._validate_args:
+                self._validate_sample(value)
+            latest = transform.inverse_and_ladj(value)
+        z, ladj = latest
         return self.base_dist.log_prob(z) - ladj
 
     def _no_density_message(self) -> str:
@@ -204,7 +198,9 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
         )
 
 
-_REBUILT = {"base_dist", "transforms", "_batch_shape", "_event_shape", "context", "_last", "_validate_args"}
+def expanded_context(context: Tensor | None, batch_shape: torch.Size) -> Tensor | None:
+    """A context broadcast to ``batch_shape`` (its last dimension kept)."""
+    return None if context is None else context.expand(batch_shape + context.shape[-1:])
 
 
 class GeneratedDistribution(XformDistribution):
@@ -217,11 +213,12 @@ class GeneratedDistribution(XformDistribution):
     autoregressive model), ``"estimate"`` (importance weighting over :math:`z`) or ``None``
     (an implicit model: ``log_prob`` raises ``NotImplementedError`` naming what to use
     instead). It is still a ``TransformedDistribution`` whose base is the base (or prior)
-    distribution, so Pyro sees the usual batch and event shapes.
+    distribution, so Pyro sees the usual batch and event shapes. The map is
+    :attr:`latent_map` (there is no ``bijector``: it is not one).
 
     Args:
         base: the distribution of :math:`z`.
-        generator: a :class:`~pyro_xform.transforms.LatentMap`.
+        latent_map: a :class:`~pyro_xform.transforms.LatentMap`.
         context: conditioning tensor, or ``None``.
         log_prob_kind: one of :data:`LOG_PROB_KINDS`.
         density: ``(value, context) -> log-density`` (exact or estimated); needed unless
@@ -242,7 +239,7 @@ class GeneratedDistribution(XformDistribution):
     def __init__(
         self,
         base: torch.distributions.Distribution,
-        generator: Any,
+        latent_map: Any,
         context: Tensor | None = None,
         *,
         log_prob_kind: str | None = None,
@@ -252,24 +249,48 @@ class GeneratedDistribution(XformDistribution):
         no_density: str | None = None,
         validate_args: bool | None = None,
     ) -> None:
+        if log_prob_kind not in LOG_PROB_KINDS:
+            raise ValueError(f"log_prob_kind must be one of {LOG_PROB_KINDS}, got {log_prob_kind!r}")
         if log_prob_kind is not None and density is None:
             raise ValueError(f"a density function is needed for log_prob_kind={log_prob_kind!r}")
+        self.latent_map, self.context, self.log_prob_kind = latent_map, context, log_prob_kind
         self.density, self.observe = density, observe
         self.reparameterized, self.no_density = reparameterized, no_density
-        super().__init__(base, generator, context, log_prob_kind=log_prob_kind, validate_args=validate_args)
+        # The transformed distribution's own constructor: there is no bijector to hold.
+        pdist.TransformedDistribution.__init__(
+            self, base, [latent_map.condition(context)], validate_args=validate_args
+        )
+
+    def expand(self, batch_shape, _instance=None) -> GeneratedDistribution:
+        new = self._get_checked_instance(GeneratedDistribution, _instance)
+        batch_shape = torch.Size(batch_shape)
+        GeneratedDistribution.__init__(
+            new,
+            self.base_dist.expand(batch_shape),
+            self.latent_map,
+            expanded_context(self.context, batch_shape),
+            log_prob_kind=self.log_prob_kind,
+            density=self.density,
+            observe=self.observe,
+            reparameterized=self.reparameterized,
+            no_density=self.no_density,
+            validate_args=False,
+        )
+        new._validate_args = self._validate_args
+        return new
 
     @property
     def support(self):
-        return constraints.independent(self.bijector.support, 1)
+        return constraints.independent(self.latent_map.support, 1)
 
     @property
     def has_rsample(self) -> bool:
-        return bool(self.reparameterized and self.bijector.differentiable)
+        return bool(self.reparameterized and self.latent_map.differentiable)
 
     def _draw(self, sample_shape, reparameterized: bool) -> Tensor:
         base = self.base_dist
         z = base.rsample(sample_shape) if reparameterized else base.sample(sample_shape)
-        x = self.bijector.forward_value(z, self.context)
+        x = self.latent_map.forward_value(z, self.context)
         if self.observe is not None:
             noise = self.observe(x)
             x = noise.rsample() if reparameterized else noise.sample()

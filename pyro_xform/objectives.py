@@ -270,6 +270,11 @@ class ELBO(Objective):
         yield 0, self.loss(model, batch, context, kl_weight=self.kl_weight(step))
 
 
+def _fakes(model, n: int, context: Tensor | None) -> Tensor:
+    """``n`` reparameterized draws of the model (one per context row when conditional)."""
+    return model(context).rsample((n,) if context is None else ())
+
+
 class Adversarial(Objective):
     """Adversarial training of a generator :math:`G` against a discriminator :math:`D`
     (see :class:`pyro_xform.GAN`), alternating ``d_steps`` discriminator steps and one
@@ -346,16 +351,16 @@ class Adversarial(Objective):
         penalty = self.gp * (norm2.clamp_min(1e-12).sqrt() - 1).pow(2)
         return (model.discriminate(fake, context) - model.discriminate(real, context) + penalty).sum()
 
-    def generator_loss(self, model, fake, context) -> Tensor:
+    def generator_loss(self, model, fake: Tensor, context) -> Tensor:
         score = model.discriminate(fake, context)
         return (F.softplus(-score) if self.loss_kind == "nonsaturating" else -score).sum()
 
     def loss(self, model, batch, context):
-        return self.generator_loss(model, model.generate(batch.shape[0], context), context)
+        return self.generator_loss(model, _fakes(model, batch.shape[0], context), context)
 
     def validation_loss(self, model, batch, context):
         with fixed_seed(batch.device):
-            fake = model.generate(batch.shape[0], context)
+            fake = _fakes(model, batch.shape[0], context)
         return torch.tensor(sliced_wasserstein(fake, batch))
 
     def loss_names(self) -> list[str]:
@@ -364,7 +369,7 @@ class Adversarial(Objective):
     def losses(self, model, batch, context, step):
         for _ in range(self.d_steps):
             with torch.no_grad():
-                fake = model.generate(batch.shape[0], context)
+                fake = _fakes(model, batch.shape[0], context)
             yield 1, self.discriminator_loss(model, batch, fake, context)
         # The discriminator is held fixed in the generator's step: no gradient is spent on it.
         frozen = [p for p in model.discriminator.parameters() if p.requires_grad]

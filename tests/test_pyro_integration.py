@@ -131,3 +131,30 @@ def test_no_density_kind_raises_with_guidance():
     with pytest.raises(NotImplementedError, match="sample-based"):
         d.log_prob(torch.zeros(2))
     assert d.sample((3,)).shape == (3, 2)
+
+
+def test_pyro_own_log_prob_path_reuses_the_one_draw_cache():
+    flow = px.MAF(2, hidden=(4,))
+    d = flow()
+    calls = {"inverse": 0}
+    original = flow.transform.inverse_and_ladj
+
+    def counting(*args, **kwargs):
+        calls["inverse"] += 1
+        return original(*args, **kwargs)
+
+    flow.transform.inverse_and_ladj = counting
+    x = d.rsample((6,))
+    # Pyro's TransformedDistribution.log_prob: inv from torch's cache, ladj from ours.
+    pyro_lp = dist.TransformedDistribution.log_prob(d, x)
+    assert calls["inverse"] == 0 and torch.allclose(pyro_lp, d.log_prob(x))
+
+
+def test_a_generated_distribution_expands_with_its_noise_and_holds_no_bijector():
+    vae = px.VAE(3, latent=2, hidden=(4,))
+    d = vae()
+    assert not hasattr(d, "bijector") and d.latent_map is not None
+    wide = d.expand((5,))
+    assert type(wide) is type(d) and wide.batch_shape == (5,)
+    assert wide.observe is d.observe and wide.log_prob_kind == d.log_prob_kind
+    assert wide.sample().shape == (5, 3)

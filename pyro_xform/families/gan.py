@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from ..core import GeneratedDistribution, Xform, is_count, normal, register_normal
@@ -84,19 +83,13 @@ class GAN(Xform):
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
         self.standardizer.initialize(data)
 
-    def transform_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        """:math:`x = \\mu + \\sigma \\odot G(z; c)`."""
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """The generator's map from the latent to data, :math:`x = \\mu + \\sigma \\odot G(z; c)`."""
         return self.standardizer.forward_and_ladj(self.generator(z, context))[0]
 
     def discriminate(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The discriminator's score :math:`D(x; c)`, shape ``x.shape[:-1]``."""
         return self.discriminator(self.standardizer.inverse_and_ladj(x)[0], context).squeeze(-1)
-
-    def generate(self, n: int, context: Tensor | None = None) -> Tensor:
-        """``n`` reparameterized draws (one per context row when a context is given)."""
-        batch = (n,) if context is None else context.shape[:-1]
-        z = torch.randn(*batch, self.latent, dtype=self.latent_loc.dtype, device=self.latent_loc.device)
-        return self.transform_value(z, context)
 
     def forward(self, context: Tensor | None = None) -> GeneratedDistribution:
 
@@ -105,7 +98,7 @@ class GAN(Xform):
         base = normal(self, "latent", batch_shape)
         return GeneratedDistribution(
             base,
-            LatentMap(self.transform_value, self.latent, self.features),
+            LatentMap(self.decode, self.latent, self.features),
             context,
             log_prob_kind=None,
             no_density=IMPLICIT,

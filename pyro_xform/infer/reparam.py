@@ -17,10 +17,11 @@ def _standard(fn):
     prior is itself unwrapped, so inference runs over standard normal noise."""
     if isinstance(fn, XformDistribution):
         base, inner = _standard(fn.base_dist)
-        bijector, context = fn.bijector, fn.context
+        mapping = fn.latent_map if isinstance(fn, GeneratedDistribution) else fn.bijector
+        context = fn.context
 
         def forward(u, inner=inner):
-            return bijector.forward_value(inner(u), context)
+            return mapping.forward_value(inner(u), context)
 
         return base, forward
     return fn, lambda u: u

@@ -103,8 +103,9 @@ _COMPILED = ("forward_and_ladj", "inverse_and_ladj")
 class ConditionedBijector(Transform):
     """A :class:`Bijector` with its context fixed, as a torch ``Transform``.
 
-    The log-determinant of the latest call (either direction) is cached, so
-    ``log_abs_det_jacobian`` after ``__call__`` or ``inv`` costs nothing.
+    It holds the one cache of the latest call (either direction): ``(z, x, ladj)``, so
+    ``log_abs_det_jacobian`` after ``__call__`` or ``inv``, and the density of a sample
+    just drawn (:meth:`latest`), cost nothing.
     """
 
     domain = constraints.real_vector
@@ -112,26 +113,47 @@ class ConditionedBijector(Transform):
     bijective = True
 
     def __init__(self, bijector: Bijector, context: Tensor | None) -> None:
-        super().__init__(cache_size=1)
+        super().__init__(cache_size=0)  # torch's own cache would be a second one
         self.bijector = bijector
         self.context = context
-        self._ladj = None
+        self._latest: tuple[Tensor, Tensor, Tensor, bool] | None = None
+
+    def forward_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """:math:`(x, \\log|\\det \\partial x/\\partial z|)`, remembered as the latest call."""
+        x, ladj = self.bijector.forward_and_ladj(z, self.context)
+        self._latest = (z, x, ladj, torch.is_grad_enabled())
+        return x, ladj
+
+    def inverse_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:math:`(z, \\log|\\det \\partial x/\\partial z|)`, remembered as the latest call."""
+        z, ladj = self.bijector.inverse_and_ladj(x, self.context)
+        self._latest = (z, x, ladj, torch.is_grad_enabled())
+        return z, ladj
+
+    def latest(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(z, ladj)`` of the latest call if its data-side value is ``x`` (the same
+        object), else ``None``."""
+        latest = self._reusable()
+        return None if latest is None or latest[1] is not x else (latest[0], latest[2])
+
+    def _reusable(self) -> tuple[Tensor, Tensor, Tensor, bool] | None:
+        # A call made without a graph cannot stand in for one that needs it.
+        latest = self._latest
+        return latest if latest is not None and (latest[3] or not torch.is_grad_enabled()) else None
 
     def _call(self, z: Tensor) -> Tensor:
-        x, ladj = self.bijector.forward_and_ladj(z, self.context)
-        self._ladj = (z, x, ladj)
-        return x
+        latest = self._reusable()
+        return latest[1] if latest is not None and latest[0] is z else self.forward_and_ladj(z)[0]
 
     def _inverse(self, x: Tensor) -> Tensor:
-        z, ladj = self.bijector.inverse_and_ladj(x, self.context)
-        self._ladj = (z, x, ladj)
-        return z
+        latest = self.latest(x)
+        return latest[0] if latest is not None else self.inverse_and_ladj(x)[0]
 
     def log_abs_det_jacobian(self, z: Tensor, x: Tensor) -> Tensor:
-        cached = self._ladj
-        if cached is not None and cached[0] is z and cached[1] is x:
-            return cached[2]
-        return self.bijector.inverse_and_ladj(x, self.context)[1]
+        latest = self.latest(x)
+        if latest is not None and latest[0] is z:
+            return latest[1]
+        return self.inverse_and_ladj(x)[1]
 
 
 class Chain(Bijector):

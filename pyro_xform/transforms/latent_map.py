@@ -1,5 +1,5 @@
-"""Generators: maps from a base variable to data that are *not* bijections (a decoder, a GAN
-generator, an inverse CDF), as torch ``Transform`` objects so that the families built on them
+"""Latent maps: maps from a base variable to data that are *not* bijections (a decoder, a
+GAN generator, an inverse CDF), as torch ``Transform`` objects so that the families built on them
 are still ``TransformedDistribution`` objects, base → data."""
 
 from __future__ import annotations
@@ -62,29 +62,29 @@ class LatentMapTransform(Transform):
     bijective = False
     domain = constraints.real_vector
 
-    def __init__(self, generator: LatentMap, context: Tensor | None) -> None:
+    def __init__(self, latent_map: LatentMap, context: Tensor | None) -> None:
         super().__init__(cache_size=0)
-        self.generator, self.context = generator, context
+        self.latent_map, self.context = latent_map, context
 
     @property
     def codomain(self) -> constraints.Constraint:
-        return constraints.independent(self.generator.support, 1)
+        return constraints.independent(self.latent_map.support, 1)
 
     def __eq__(self, other) -> bool:
         return (
             isinstance(other, LatentMapTransform)
-            and other.generator is self.generator
+            and other.latent_map is self.latent_map
             and other.context is self.context
         )
 
     def forward_shape(self, shape):
-        return torch.Size((*shape[:-1], self.generator.features))
+        return torch.Size((*shape[:-1], self.latent_map.features))
 
     def inverse_shape(self, shape):
-        return torch.Size((*shape[:-1], self.generator.latent))
+        return torch.Size((*shape[:-1], self.latent_map.latent))
 
     def _call(self, z: Tensor) -> Tensor:
-        return self.generator.forward_value(z, self.context)
+        return self.latent_map.forward_value(z, self.context)
 
     def _inverse(self, x: Tensor) -> Tensor:
         raise NotImplementedError("a generator is not invertible: there is no z = G^-1(x)")
