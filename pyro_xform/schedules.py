@@ -61,6 +61,21 @@ class Schedule:
         """Standard deviation of the base :math:`\\mathcal N(0, \\sigma^2 I)` at :math:`s = 1`."""
         return 1.0
 
+    def noise_level(self, s: Tensor) -> Tensor:
+        """:math:`\\tilde\\sigma_s = \\sigma_s / \\alpha_s`, the noise level of the rescaled
+        :math:`x_s / \\alpha_s = x + \\tilde\\sigma_s \\varepsilon` (Karras et al.'s :math:`\\sigma`)."""
+        return self.sigma(s) / self.alpha(s)
+
+    def time_of(self, level: Tensor) -> Tensor:
+        """The time :math:`s` at which :meth:`noise_level` is ``level`` (it increases with
+        :math:`s`); by bisection unless a schedule knows the closed form."""
+        lo, hi = torch.zeros_like(level), torch.ones_like(level)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            below = self.noise_level(mid) < level
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return 0.5 * (lo + hi)
+
     def parameters(self) -> tuple[float, ...]:
         """The constructor's arguments, in order: ``schedule(s.name, *s.parameters())``
         rebuilds ``s`` (and the NumPyro twin is built from them)."""
@@ -168,6 +183,12 @@ class VariancePreserving(Schedule):
     def drift(self, s):
         return -0.5 * self.beta(s)
 
+    def time_of(self, level):
+        # B(s) = log(1 + level^2), a quadratic in s
+        spread = self.beta_max - self.beta_min
+        integral = torch.log1p(level**2)
+        return (torch.sqrt(self.beta_min**2 + 2 * spread * integral) - self.beta_min) / spread
+
     def g2(self, s):
         return self.beta(s)
 
@@ -213,6 +234,9 @@ class VarianceExploding(Schedule):
 
     def prior_scale(self) -> float:
         return math.sqrt(self.sigma_max**2 + 1.0)  # noise plus the standardized data
+
+    def time_of(self, level):
+        return torch.log(level / self.sigma_min) / self.log_ratio
 
     def __repr__(self) -> str:
         return f"VarianceExploding(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"

@@ -172,7 +172,8 @@ class ExactNoise(torch.nn.Module):
 
 def gaussian_diffusion(sde, **kwargs):
     model = px.Diffusion(2, hidden=(4,), sde=sde, standardize=False, **kwargs).double()
-    model.ode.field.net = ExactNoise(model.schedule)
+    field = model.ode.field
+    field.net, field.gaussian_skip, field.output_scale = ExactNoise(model.schedule), False, False
     return model
 
 
@@ -183,7 +184,7 @@ def marginal(model, s):
     return torch.distributions.MultivariateNormal(torch.zeros(2, dtype=torch.float64), cov)
 
 
-@pytest.mark.parametrize("sde", ["vp", "ve"])
+@pytest.mark.parametrize("sde", ["vp", "ve", "edm"])
 def test_probability_flow_density_equals_gaussian_density(sde):
     """With the exact score of Gaussian data, the PF-ODE log-density is the Gaussian's."""
     model = gaussian_diffusion(sde, rtol=1e-9, atol=1e-9)
@@ -198,10 +199,21 @@ def test_probability_flow_density_equals_gaussian_density(sde):
         assert (exact - target.log_prob(x)).abs().max() < 1e-3
 
 
-@pytest.mark.parametrize("sampler,steps", [("ddim", 100), ("sde", 400), ("ode", None)])
-def test_samplers_reach_the_data_distribution(sampler, steps):
+@pytest.mark.parametrize(
+    "sde,sampler,steps",
+    [
+        ("vp", "ddim", 100),
+        ("vp", "sde", 400),
+        ("vp", "ode", None),
+        ("vp", "heun", 32),
+        ("edm", "heun", 32),
+        ("edm", "dpm", 32),
+        ("edm", "stochastic", 64),
+    ],
+)
+def test_samplers_reach_the_data_distribution(sde, sampler, steps):
     torch.manual_seed(0)
-    model = gaussian_diffusion("vp")
+    model = gaussian_diffusion(sde)
     kwargs = {"steps": steps} if steps else {"solver": "rk4", "steps": 20}
     x = model.sample((4000,), sampler=sampler, **kwargs)
     cov = torch.cov(x.T)
@@ -219,7 +231,33 @@ def test_ddim_with_eta_zero_is_deterministic_and_eta_one_is_not():
     c = model.sample((5,), sampler="ddim", steps=10, eta=1.0)
     assert torch.equal(a, b) and not torch.allclose(a, c)
     with pytest.raises(ValueError, match="sampler"):
-        model.sample((2,), sampler="heun")
+        model.sample((2,), sampler="euler")
+    with pytest.raises(ValueError, match="churn"):
+        model.sample((2,), sampler="stochastic", churn=0.5)
+
+
+def test_edm_preconditioning_makes_the_network_target_unit_variance_at_every_level():
+    """At initialization an EDM diffusion predicts the noise exactly for standard normal data
+    (c_skip), and its loss, weighted by 1 / c_out^2, is then 1 per coordinate whatever the
+    noise level: the network's target has unit variance everywhere."""
+    torch.manual_seed(0)
+    model = px.Diffusion(2, hidden=(8,), standardize=False).double()
+    x = torch.randn(5, 2, dtype=torch.float64)
+    for s in (0.1, 0.5, 0.9):
+        s = torch.tensor(s, dtype=torch.float64)
+        sigma = model.schedule.sigma(s)
+        assert torch.allclose(model.noise(x, s), sigma / (1 + sigma**2) * x)
+    n = 200_000
+    loss = model.dsm_loss(torch.randn(n, 2, dtype=torch.float64))
+    assert abs(float(loss) / (2 * n) - 1) < 0.02
+
+
+def test_edm_noise_levels_are_log_normal():
+    model = px.Diffusion(2, hidden=(8,), lognormal=(-0.5, 1.2))
+    log_levels = model.schedule.noise_level(model.draw_times(200_000, torch.float64)).log()
+    assert abs(float(log_levels.mean()) + 0.5) < 0.02 and abs(float(log_levels.std()) - 1.2) < 0.02
+    with pytest.raises(ValueError, match="lognormal"):
+        px.Diffusion(2, lognormal=(0.0, -1.0))
 
 
 # ------------------------------------------------------------------ flow matching
@@ -308,7 +346,7 @@ def test_bad_hyperparameters_are_refused():
     with pytest.raises(ValueError, match="sde"):
         px.Diffusion(2, sde="subvp")
     with pytest.raises(ValueError, match="eps"):
-        px.Diffusion(2, eps=0.0)
+        px.Diffusion(2, sde="vp", eps=0.0)
     with pytest.raises(ValueError, match="objective"):
         px.fit(px.FlowMatching(2), torch.randn(8, 2), objective="dsm", steps=1, progress=False)
     with pytest.raises(TypeError, match="guidance"):
@@ -381,7 +419,7 @@ def test_adaptive_solver_never_evaluates_the_field_outside_the_interval():
 
 
 def test_diffusion_likelihood_time_sampling_has_the_weighted_density():
-    model = px.Diffusion(2, hidden=(8,), time_sampling="likelihood")
+    model = px.Diffusion(2, hidden=(8,), sde="vp", time_sampling="likelihood")
     s = model.draw_times(200_000, torch.float64)
     assert s.min() >= model.eps and s.max() <= 1
     grid = torch.linspace(model.eps, 1.0, 200_001, dtype=torch.float64)

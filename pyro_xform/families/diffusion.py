@@ -15,16 +15,21 @@ from ..nn import TimeMLP
 from ..schedules import Schedule
 from ..schedules import schedule as make_schedule
 from ..transforms import ODESettings
+from . import diffusion_sampling
 from .continuous import ContinuousTimeXform
 
 __all__ = ["SAMPLERS", "SDES", "TIME_SAMPLING", "Diffusion"]
 
-#: Forward SDEs by name.
-SDES = ("vp", "ve")
+#: Forward SDEs by name: Karras et al.'s (a VE path with their preconditioning and
+#: training), variance preserving, variance exploding.
+SDES = ("edm", "vp", "ve")
 #: Samplers of :meth:`Diffusion.sample`.
-SAMPLERS = ("ode", "sde", "ddim")
-#: How the DSM loss draws its times: uniformly, or by likelihood weighting (importance sampled).
-TIME_SAMPLING = ("uniform", "likelihood")
+SAMPLERS = ("ode", "heun", "stochastic", "dpm", "sde", "ddim")
+#: How the DSM loss draws its times: uniformly, by likelihood weighting (importance
+#: sampled), or with log-normal noise levels (Karras et al.).
+TIME_SAMPLING = ("uniform", "likelihood", "lognormal")
+#: Fixed-step samplers' default number of steps.
+DEFAULT_STEPS = {"heun": 18, "stochastic": 18, "dpm": 20, "sde": 100, "ddim": 100}
 
 
 class ProbabilityFlow(nn.Module):
@@ -32,11 +37,22 @@ class ProbabilityFlow(nn.Module):
     with the score :math:`-\\varepsilon_\\theta(x, s, c) / \\sigma_s`. With ``gaussian_skip``
     the noise prediction is :math:`\\sigma_s c_{in}(s)\\,u + \\mathrm{net}(u, s, c)` at
     :math:`u = c_{in}(s)\\,x`: the first term is :math:`\\mathbb E[\\varepsilon \\mid x_s]`
-    for standard Gaussian data, so the network learns the departure from it."""
+    for standard Gaussian data, so the network learns the departure from it. With
+    ``output_scale`` the network's output is multiplied by :math:`c_{out}(s) = \\alpha_s
+    c_{in}(s) = 1/\\sqrt{1 + \\tilde\\sigma_s^2}`: together these are Karras et al.'s
+    preconditioning (:math:`c_{skip}, c_{out}, c_{in}`, data of unit variance) written for
+    a noise prediction, so the network's target has unit variance at every noise level."""
 
-    def __init__(self, net: TimeMLP, schedule: Schedule, gaussian_skip: bool = False) -> None:
+    def __init__(
+        self, net: TimeMLP, schedule: Schedule, gaussian_skip: bool = False, output_scale: bool = False
+    ) -> None:
         super().__init__()
         self.net, self.schedule, self.gaussian_skip = net, schedule, gaussian_skip
+        self.output_scale = output_scale
+
+    def out_scale(self, s: Tensor) -> Tensor:
+        """:math:`c_{out}(s) = \\alpha_s c_{in}(s)`, the scale of the network's output."""
+        return self.schedule.alpha(s) * self.input_scale(s)
 
     def skip_gain(self, s: Tensor) -> Tensor:
         """:math:`\\sigma_s c_{in}(s)`, the Gaussian noise prediction per unit of :math:`u`."""
@@ -54,6 +70,9 @@ class ProbabilityFlow(nn.Module):
             scale = scale[..., None]
         u = x * scale
         noise = self.net(u, s, context)
+        if self.output_scale:
+            out = self.out_scale(s)
+            noise = noise * (out[..., None] if s.dim() else out)
         if self.gaussian_skip:
             gain = self.skip_gain(s)
             noise = noise + (gain[..., None] if s.dim() else gain) * u
@@ -74,6 +93,9 @@ class ProbabilityFlow(nn.Module):
         scale = self.input_scale(s)
         u = x * scale
         noise, div = self.net.forward_and_divergence(u, s, context)
+        if self.output_scale:
+            out = self.out_scale(s)
+            noise, div = noise * out, div * out
         if self.gaussian_skip:
             gain = self.skip_gain(s)
             noise, div = noise + gain * u, div + gain * x.shape[-1]
@@ -83,26 +105,42 @@ class ProbabilityFlow(nn.Module):
 
 
 class Diffusion(ContinuousTimeXform):
-    """Score-based diffusion with a VP or VE forward SDE. The network predicts the noise of
-    :math:`x_s = \\alpha_s x + \\sigma_s \\varepsilon` and is trained by denoising score
-    matching (objective ``"dsm"``),
+    """Score-based diffusion. The network predicts the noise of :math:`x_s = \\alpha_s x +
+    \\sigma_s \\varepsilon` and is trained by denoising score matching (objective ``"dsm"``),
 
-    .. math:: \\mathcal L(\\theta) = \\mathbb E_{s \\sim U(\\epsilon, 1), \\varepsilon}
+    .. math:: \\mathcal L(\\theta) = \\mathbb E_{s, \\varepsilon}\\, w(s)
         \\big\\| \\varepsilon_\\theta(\\alpha_s x + \\sigma_s \\varepsilon, s, c) - \\varepsilon \\big\\|^2 .
 
     As a distribution it is the probability-flow ODE
     :math:`\\dot x = f(s) x + \\tfrac12 g(s)^2 \\varepsilon_\\theta / \\sigma_s` from the
     Gaussian base at :math:`s = 1` to the data at :math:`s = \\epsilon`, with an exact
-    density. :meth:`sample` offers the other samplers: reverse-SDE Euler–Maruyama and DDIM.
+    density. :meth:`sample` offers fixed-step samplers: Karras et al.'s Heun and
+    stochastic samplers, reverse-SDE Euler–Maruyama and DDIM.
+
+    The default, ``sde="edm"``, is Karras et al.'s design (EDM) on standardized data:
+    a VE path :math:`x_s = x + \\sigma_s \\varepsilon` with :math:`\\sigma` from 0.002 to
+    :math:`3\\sqrt{2D}` (about the largest distance between standardized points),
+    geometric in :math:`s` (so the network's time is :math:`\\log\\sigma` up to an affine
+    map, their :math:`c_{noise}`); the preconditioning :math:`c_{skip}, c_{out}, c_{in}`
+    (``gaussian_skip`` and an output scale, see :class:`ProbabilityFlow`); noise levels
+    drawn log-normally, :math:`\\log\\sigma \\sim \\mathcal N(-1, 1.6^2)` (wider and
+    lower than their image setting :math:`\\mathcal N(-1.2, 1.2^2)` at data scale 0.5, so
+    the fine levels that draw sharp edges get their share); and the loss weighted by
+    :math:`w = 1 + \\sigma^2 = 1/c_{out}^2`, the network's own output error, so every noise
+    level weighs alike.
 
     Args:
         features: event size.
         context: context size.
         hidden, activation, time_features: the noise network (a :class:`~pyro_xform.nn.TimeMLP`).
-        sde: ``"vp"`` (:math:`\\beta` linear from ``beta_min`` to ``beta_max``) or ``"ve"``
-            (:math:`\\sigma` geometric from ``sigma_min`` to ``sigma_max``; default
-            :math:`3\\sqrt{2 D}`, about the largest distance between standardized points).
-        eps: the data end of the time interval (default 1e-3 for VP, 0 for VE).
+        sde: ``"edm"`` (above), ``"vp"`` (:math:`\\beta` linear from ``beta_min`` to
+            ``beta_max``) or ``"ve"`` (:math:`\\sigma` geometric from ``sigma_min`` to
+            ``sigma_max``; default 0.01 to :math:`3\\sqrt{2 D}`, about the largest distance
+            between standardized points). VP and VE train the plain noise prediction
+            (:math:`w = 1`, uniform times) unless told otherwise.
+        sigma_min, sigma_max: the noise range of ``"edm"`` (0.002 to :math:`3\\sqrt{2D}`)
+            and ``"ve"`` (0.01 to :math:`3\\sqrt{2D}`).
+        eps: the data end of the time interval (default 1e-3 for VP, 0 for VE and EDM).
         ode: the default :class:`~pyro_xform.transforms.ODESettings` of the probability-flow
             ODE; each call may change them.
         **ode_changes: changes to ``ode`` by name (``solver="rk4", steps=8``, ``rtol=1e-6``).
@@ -113,35 +151,36 @@ class Diffusion(ContinuousTimeXform):
             :class:`~pyro_xform.transforms.ConditionalStandardize`), or ``False``.
         gaussian_skip: predict the noise as :math:`\\sigma_s c_{in}(s)\\,u +
             \\varepsilon_\\theta(u, s, c)`, the exact prediction for standard Gaussian data
-            plus a network that starts at zero (a skip connection as in Karras et al., 2022):
-            the model starts as the Gaussian fit of the standardized data, and with
+            plus a network that starts at zero (Karras et al.'s :math:`c_{skip}`): the
+            model starts as the Gaussian fit of the standardized data, and with
             ``standardize="regression"`` as the linear-Gaussian fit of :math:`x \\mid c`.
-            Off by default: the posterior estimators use it, and it helps on low-dimensional
-            data, but DSM training with it can give a probability-flow density that diverges
-            on held-out data in higher dimension (``bench/MEASUREMENTS.md``).
-        time_sampling: ``"uniform"`` (the loss above) or ``"likelihood"``: times drawn with
-            density :math:`\\propto g^2(s)/\\sigma_s^2`, which turns the noise-prediction loss
-            into the likelihood-weighted score-matching loss, a bound on the negative
-            log-likelihood (Song et al., 2021). It puts most draws near the data end and
-            trains more slowly than uniform times (``bench/MEASUREMENTS.md``), so uniform
-            stays the default.
+            Default: on for ``"edm"``, off for VP and VE (there, without the output scale,
+            DSM training with it can give a probability-flow density that diverges on
+            held-out data in higher dimension, ``bench/MEASUREMENTS.md``).
+        time_sampling: ``"uniform"`` times; ``"likelihood"``: times drawn with density
+            :math:`\\propto g^2(s)/\\sigma_s^2`, which turns the noise-prediction loss into
+            the likelihood-weighted score-matching loss, a bound on the negative
+            log-likelihood (Song et al., 2021); ``"lognormal"``: noise levels
+            :math:`\\tilde\\sigma = \\sigma_s/\\alpha_s` log-normal with ``lognormal`` =
+            (mean, std) of :math:`\\log\\tilde\\sigma`, truncated to the path's range.
+            Default: ``"lognormal"`` for ``"edm"``, ``"uniform"`` else.
+        lognormal: (mean, std) of the log noise level for ``time_sampling="lognormal"``.
 
     Examples:
         >>> import torch, pyro_xform
         >>> model = pyro_xform.Diffusion(features=2, hidden=(32, 32))
-        >>> model.sample((4,), sampler="ddim", steps=10).shape
+        >>> model.sample((4,), sampler="heun", steps=10).shape
         torch.Size([4, 2])
         >>> model(solver="rk4", steps=4).log_prob(torch.zeros(2)).shape
         torch.Size([])
 
     References:
-        Score-Based Generative Modeling through Stochastic Differential Equations (Song,
-        Sohl-Dickstein, Kingma, Kumar, Ermon, Poole, 2020, arXiv:2011.13456). Denoising
-        Diffusion Probabilistic Models (Ho, Jain, Abbeel, 2020, arXiv:2006.11239). Denoising
-        Diffusion Implicit Models (Song, Meng, Ermon, 2020, arXiv:2010.02502). Maximum
-        likelihood training of score-based diffusion models (Song, Durkan, Murray, Ermon,
-        2021, arXiv:2101.09258). Elucidating the Design Space of Diffusion-Based Generative
-        Models (Karras, Aittala, Aila, Laine, 2022, arXiv:2206.00364).
+        Elucidating the Design Space of Diffusion-Based Generative Models (Karras, Aittala,
+        Aila, Laine, 2022, arXiv:2206.00364). Score-Based Generative Modeling through
+        Stochastic Differential Equations (Song, Sohl-Dickstein, Kingma, Kumar, Ermon,
+        Poole, 2020, arXiv:2011.13456). Denoising Diffusion Probabilistic Models (Ho, Jain,
+        Abbeel, 2020, arXiv:2006.11239). Maximum likelihood training of score-based
+        diffusion models (Song, Durkan, Murray, Ermon, 2021, arXiv:2101.09258).
     """
 
     default_objective = "dsm"
@@ -153,41 +192,44 @@ class Diffusion(ContinuousTimeXform):
         hidden: Sequence[int] = (128, 128, 128),
         activation: str = "silu",
         time_features: int = 16,
-        sde: str = "vp",
+        sde: str = "edm",
         beta_min: float = 0.1,
         beta_max: float = 20.0,
-        sigma_min: float = 0.01,
+        sigma_min: float | None = None,
         sigma_max: float | None = None,
         eps: float | None = None,
         ode: ODESettings | dict | None = None,
         standardize: bool | str = True,
-        time_sampling: str = "uniform",
-        gaussian_skip: bool = False,
+        time_sampling: str | None = None,
+        gaussian_skip: bool | None = None,
+        lognormal: tuple[float, float] = (-1.0, 1.6),
         **ode_changes: Any,
     ) -> None:
-        if time_sampling not in TIME_SAMPLING:
-            raise ValueError(f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}")
         if sde not in SDES:
             raise ValueError(f"sde must be one of {SDES}, got {sde!r}")
-        if sde == "vp":
-            schedule = make_schedule("vp", beta_min, beta_max)
-        else:
-            schedule = make_schedule(
-                "ve", sigma_min, 3 * math.sqrt(2 * features) if sigma_max is None else sigma_max
-            )
+        edm = sde == "edm"
+        time_sampling = ("lognormal" if edm else "uniform") if time_sampling is None else time_sampling
+        if time_sampling not in TIME_SAMPLING:
+            raise ValueError(f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}")
+        lognormal = tuple(float(v) for v in lognormal)
+        if len(lognormal) != 2 or not lognormal[1] > 0:
+            raise ValueError(f"lognormal must be (mean, std > 0), got {lognormal!r}")
+        schedule = _schedule(sde, features, beta_min, beta_max, sigma_min, sigma_max)
         eps = schedule.eps if eps is None else eps
         if not 0 <= eps < 1 or (sde == "vp" and eps == 0):
             raise ValueError(f"eps must lie in [0, 1) (and be > 0 for VP), got {eps}")
+        gaussian_skip = edm if gaussian_skip is None else bool(gaussian_skip)
         net = TimeMLP(features, context, hidden, activation, time_features, gaussian_skip)
         super().__init__(
             features,
             context,
-            field=ProbabilityFlow(net, schedule, gaussian_skip),
+            field=ProbabilityFlow(net, schedule, gaussian_skip, output_scale=edm),
             time=(1.0, eps),
             ode=ODESettings.of(ode).replace(**ode_changes),
             standardize=standardize,
         )
         self.schedule, self.eps, self.time_sampling = schedule, eps, time_sampling
+        self.lognormal = lognormal
         self.base_scale.fill_(schedule.prior_scale())
         self._time_cdfs: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
@@ -201,16 +243,27 @@ class Diffusion(ContinuousTimeXform):
         return self.ode.field.noise(x, s, context)
 
     def draw_times(self, n: int, dtype: torch.dtype, device=None) -> Tensor:
-        """Times of the DSM loss: uniform on :math:`[\\epsilon, 1]`, or (``"likelihood"``)
-        drawn with density :math:`\\propto g(s)^2/\\sigma_s^2` by the inverse CDF of a
-        tabulated density."""
+        """Times of the DSM loss: uniform on :math:`[\\epsilon, 1]`, drawn with density
+        :math:`\\propto g(s)^2/\\sigma_s^2` by the inverse CDF of a tabulated density
+        (``"likelihood"``), or at log-normal noise levels (``"lognormal"``)."""
         u = torch.rand(n, dtype=dtype, device=device)
         if self.time_sampling == "uniform":
             return self.eps + (1 - self.eps) * u
+        if self.time_sampling == "lognormal":
+            return self._lognormal_times(u)
         grid, cdf = self._time_cdf(dtype, torch.device("cpu") if device is None else torch.device(device))
         i = torch.searchsorted(cdf, u).clamp(1, grid.shape[0] - 1)
         share = (u - cdf[i - 1]) / (cdf[i] - cdf[i - 1]).clamp_min(torch.finfo(dtype).tiny)
         return grid[i - 1] + share * (grid[i] - grid[i - 1])
+
+    def _lognormal_times(self, u: Tensor) -> Tensor:
+        """The times of log-normal noise levels truncated to :math:`[\\tilde\\sigma(\\epsilon),
+        \\tilde\\sigma(1)]`, by the inverse CDF of the truncated normal."""
+        mean, std = self.lognormal
+        ends = u.new_tensor([self.eps, 1.0])
+        lo, hi = torch.special.ndtr((self.schedule.noise_level(ends).log() - mean) / std)
+        level = torch.exp(mean + std * torch.special.ndtri(lo + (hi - lo) * u))
+        return self.schedule.time_of(level).clamp(self.eps, 1.0)
 
     def _time_cdf(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         """The tabulated CDF of the likelihood weighting, built once in float64 on the CPU
@@ -228,13 +281,18 @@ class Diffusion(ContinuousTimeXform):
         return self._time_cdfs[key]
 
     def dsm_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
-        """The denoising score-matching loss (noise prediction) summed over the batch."""
+        """The denoising score-matching loss summed over the batch: the noise prediction's
+        error, in the network's output units when the output is scaled (EDM's weighting)."""
         x, _ = self.standardizer.inverse_and_ladj(batch, context)
         s = self.draw_times(x.shape[0], x.dtype, x.device)
         noise = torch.randn_like(x)
         col = s[:, None]
         xs = self.schedule.alpha(col) * x + self.schedule.sigma(col) * noise
-        return (self.noise(xs, s, context) - noise).pow(2).sum()
+        error = self.noise(xs, s, context) - noise
+        field = self.ode.field
+        if field.output_scale:
+            error = error / field.out_scale(col)
+        return error.pow(2).sum()
 
     @torch.no_grad()
     def sample(
@@ -245,20 +303,25 @@ class Diffusion(ContinuousTimeXform):
         sampler: str = "ode",
         steps: int | None = None,
         eta: float = 0.0,
+        churn: float = diffusion_sampling.SQRT2_LESS_1,
         **ode_settings,
     ) -> Tensor:
-        """Draw samples with the probability-flow ODE, the reverse SDE or DDIM.
+        """Draw samples with the probability-flow ODE or a fixed-step sampler.
 
         Args:
             sample_shape: leading shape of the draw.
             context: conditioning tensor ``(..., context)``.
             sampler: ``"ode"`` (the distribution's own sampler; ``steps`` and other
-                settings as in calling the model), ``"sde"`` (Euler–Maruyama on the reverse
-                SDE :math:`dx = [f x - g^2 \\nabla \\log p_s]ds + g\\,d\\bar W`, ``steps``
-                steps) or ``"ddim"`` (``steps`` steps, stochasticity ``eta``; 0 is
-                deterministic).
-            steps: number of steps (default 100 for ``sde`` and ``ddim``).
+                settings as in calling the model); ``"heun"`` (Karras et al.'s
+                deterministic second-order sampler, ``2 steps - 1`` network evaluations);
+                ``"stochastic"`` (theirs with noise added before each step, ``churn``);
+                ``"sde"`` (Euler–Maruyama on the reverse SDE :math:`dx = [f x - g^2 \\nabla
+                \\log p_s]ds + g\\,d\\bar W`) or ``"ddim"`` (stochasticity ``eta``; 0 is
+                deterministic). See :mod:`pyro_xform.families.diffusion_sampling`.
+            steps: number of steps (default 18 for ``heun`` and ``stochastic``, 100 for
+                ``sde`` and ``ddim``).
             eta: DDIM's noise scale :math:`\\eta \\in [0, 1]` (1 is ancestral sampling).
+            churn: the stochastic sampler's :math:`\\gamma \\in [0, \\sqrt 2 - 1]`.
 
         Returns:
             Samples of shape ``sample_shape + batch_shape + (features,)``.
@@ -269,7 +332,7 @@ class Diffusion(ContinuousTimeXform):
             return super().sample(sample_shape, context, steps=steps, **ode_settings)
         if ode_settings:
             raise TypeError(f"{sorted(ode_settings)} apply to the ode sampler only")
-        steps = 100 if steps is None else steps
+        steps = DEFAULT_STEPS[sampler] if steps is None else steps
         if not is_count(steps):
             raise ValueError(f"steps must be a positive int, got {steps!r}")
         if not 0 <= eta <= 1:
@@ -279,24 +342,28 @@ class Diffusion(ContinuousTimeXform):
         x = self.base(batch_shape).sample(torch.Size(sample_shape))
         if context is not None:
             context = context.expand(x.shape[:-1] + context.shape[-1:])
-        grid = torch.linspace(1.0, self.eps, steps + 1, dtype=x.dtype, device=x.device)
-        sched = self.schedule
-        for i in range(steps):
-            s, r = grid[i], grid[i + 1]
-            noise = self.noise(x, s, context)
-            if sampler == "sde":
-                h = s - r
-                score = -noise / sched.sigma(s)
-                x = x - h * (sched.drift(s) * x - sched.g2(s) * score)
-                if i < steps - 1:  # the last step returns the mean, as is customary
-                    x = x + torch.sqrt(sched.g2(s) * h) * torch.randn_like(x)
-            else:
-                a_s, a_r, sig_s, sig_r = sched.alpha(s), sched.alpha(r), sched.sigma(s), sched.sigma(r)
-                clean = (x - sig_s * noise) / a_s
-                # DDPM's posterior std from s to r, scaled by eta
-                var_sr = (sig_s**2 - (a_s / a_r) ** 2 * sig_r**2).clamp_min(0)
-                c = eta * torch.sqrt(var_sr) * sig_r / sig_s
-                x = a_r * clean + torch.sqrt((sig_r**2 - c**2).clamp_min(0)) * noise
-                if eta > 0:
-                    x = x + c * torch.randn_like(x)
-        return self.standardizer.forward_and_ladj(x, context)[0]
+
+        def noise(xs: Tensor, s: Tensor) -> Tensor:
+            return self.noise(xs, s, context)
+
+        run = {
+            "heun": lambda: diffusion_sampling.heun(noise, self.schedule, x, steps, self.eps),
+            "stochastic": lambda: diffusion_sampling.stochastic(
+                noise, self.schedule, x, steps, self.eps, churn=churn
+            ),
+            "dpm": lambda: diffusion_sampling.dpm(noise, self.schedule, x, steps, self.eps),
+            "sde": lambda: diffusion_sampling.reverse_sde(noise, self.schedule, x, steps, self.eps),
+            "ddim": lambda: diffusion_sampling.ddim(noise, self.schedule, x, steps, self.eps, eta),
+        }
+        return self.standardizer.forward_and_ladj(run[sampler](), context)[0]
+
+
+def _schedule(sde, features, beta_min, beta_max, sigma_min, sigma_max) -> Schedule:
+    if sde == "vp":
+        return make_schedule("vp", beta_min, beta_max)
+    if sde == "edm":
+        return make_schedule(
+            "ve", 0.002 if sigma_min is None else sigma_min, 80.0 if sigma_max is None else sigma_max
+        )
+    top = 3 * math.sqrt(2 * features) if sigma_max is None else sigma_max
+    return make_schedule("ve", 0.01 if sigma_min is None else sigma_min, top)

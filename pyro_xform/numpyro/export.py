@@ -85,7 +85,9 @@ def _field(field) -> object:
             TimeDense.of(field.net), field.context, field.null_token, float(field.guidance), skip
         )
     if isinstance(field, ProbabilityFlow):
-        return ProbabilityFlowField(TimeDense.of(field.net), _schedule(field.schedule), field.gaussian_skip)
+        return ProbabilityFlowField(
+            TimeDense.of(field.net), _schedule(field.schedule), field.gaussian_skip, field.output_scale
+        )
     raise NotImplementedError(f"no JAX twin for the velocity field {type(field).__name__}")
 
 

@@ -105,16 +105,19 @@ class VelocityField:
 @dataclass(frozen=True)
 class ProbabilityFlowField:
     """A diffusion's probability-flow drift :math:`f(s) x + \\tfrac{g(s)^2}{2\\sigma_s}
-    \\varepsilon_\\theta(c_{in}(s) x, s, c)`."""
+    \\varepsilon_\\theta(c_{in}(s) x, s, c)`, with the torch field's skip and output scale."""
 
     net: object
     schedule: Schedule
     gaussian_skip: bool = False
+    output_scale: bool = False
 
     def __call__(self, x, s, context=None):
         sched = self.schedule
         scale = jax.lax.rsqrt(sched.alpha(s) ** 2 + sched.sigma(s) ** 2)
         noise = self.net(x * scale, s, context)
+        if self.output_scale:
+            noise = noise * sched.alpha(s) * scale
         if self.gaussian_skip:
             noise = noise + sched.sigma(s) * scale**2 * x
         return sched.drift(s) * x + 0.5 * sched.g2(s) / sched.sigma(s) * noise
