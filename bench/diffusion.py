@@ -22,10 +22,10 @@ from pyro_xform import datasets
 from pyro_xform.metrics import sliced_wasserstein
 
 DESIGNS = {
-    "default": {},
-    "vp": dict(sde="vp"),
-    "edm-sigma80": dict(sigma_max=80.0),
-    "edm-sigma80-lognormal(-0.5,1.2)": dict(sigma_max=80.0, lognormal=(-0.5, 1.2)),
+    "vp (default)": {},
+    "edm": dict(sde="edm"),
+    "edm, sigma to 80": dict(sde="edm", sigma_max=80.0),
+    "edm, sigma to 80, lognormal(-0.5,1.2)": dict(sde="edm", sigma_max=80.0, lognormal=(-0.5, 1.2)),
 }
 
 # name: (sample() keywords, network evaluations)
@@ -49,7 +49,7 @@ def main() -> None:
     train, test = datasets.load("checkerboard", n_train=20_000, n_test=5_000)
     reference = sliced_wasserstein(datasets.toy("checkerboard", 5_000, seed=2), test)
     print(f"checkerboard, {args.steps} steps; sliced W1 of a second draw of the data: {reference:.3f}")
-    print(f"{'design':<34} {'NLL':>6} {'train s':>8} " + " ".join(f"{k:>13}" for k in SAMPLERS))
+    print(f"{'design':<40} {'NLL':>6} {'train s':>8} " + " ".join(f"{k:>13}" for k in SAMPLERS))
     for name in args.designs:
         torch.manual_seed(0)
         model = px.Diffusion(2, **DESIGNS[name])
@@ -66,7 +66,7 @@ def main() -> None:
                 torch.manual_seed(1)
                 distances.append(sliced_wasserstein(model.sample((5_000,), **kwargs), test))
         print(
-            f"{name:<34} {nll:6.3f} {seconds:8.1f} " + " ".join(f"{d:13.3f}" for d in distances), flush=True
+            f"{name:<40} {nll:6.3f} {seconds:8.1f} " + " ".join(f"{d:13.3f}" for d in distances), flush=True
         )
     print("NFE per sampler: " + ", ".join(f"{k}: {n or 'adaptive'}" for k, (_, n) in SAMPLERS.items()))
 

@@ -122,9 +122,10 @@ GUIDES = {
     "AutoMultivariateNormal": AutoMultivariateNormal,
     "AutoIAFNormal": AutoIAFNormal,
     "AutoNormalizingFlow(BNAF x2)": _bnaf,
-    "AutoXformGuide()": AutoXformGuide,
-    "AutoXformGuide(IAF)": functools.partial(AutoXformGuide, family="IAF"),
-    "AutoXformGuide(RealNVP)": functools.partial(AutoXformGuide, family="RealNVP"),
+    "AutoXformGuide() (IAF, scale 1)": AutoXformGuide,
+    "AutoXformGuide(IAF, scale 0.1)": functools.partial(AutoXformGuide, family="IAF", init_scale=0.1),
+    "AutoXformGuide(NSF)": functools.partial(AutoXformGuide, family="NSF"),
+    "AutoXformGuide(NSF, scale 0.1)": functools.partial(AutoXformGuide, family="NSF", init_scale=0.1),
 }
 
 
@@ -189,7 +190,7 @@ def main() -> None:
         ref_mean, ref_sd = float(ref.mean()), float(ref.std())
         print(f"\n{name}: key scalar mean {ref_mean:.3f}, sd {ref_sd:.3f} (reference)")
         header = ("ELBO", "k-hat", "held-out", "mean err", "sd ratio", "s/100")
-        print(f"  {'guide':<30} " + " ".join(f"{h:>9}" for h in header))
+        print(f"  {'guide':<32} " + " ".join(f"{h:>9}" for h in header))
         for label in args.guides:
             guide, per100 = train(model, GUIDES[label], args.steps, args.particles, args.seed)
             value, draws = evaluate(model, guide)
@@ -197,7 +198,7 @@ def main() -> None:
             k = key(draws)
             held = f"{heldout(draws):9.2f}" if heldout else f"{'':>9}"
             err, ratio = (float(k.mean()) - ref_mean) / ref_sd, float(k.std()) / ref_sd
-            print(f"  {label:<30} {value:9.3f} {khat:9.2f} {held} {err:9.3f} {ratio:9.3f} {per100:9.2f}")
+            print(f"  {label:<32} {value:9.3f} {khat:9.2f} {held} {err:9.3f} {ratio:9.3f} {per100:9.2f}")
 
 
 if __name__ == "__main__":

@@ -241,7 +241,7 @@ def test_edm_preconditioning_makes_the_network_target_unit_variance_at_every_lev
     (c_skip), and its loss, weighted by 1 / c_out^2, is then 1 per coordinate whatever the
     noise level: the network's target has unit variance everywhere."""
     torch.manual_seed(0)
-    model = px.Diffusion(2, hidden=(8,), standardize=False).double()
+    model = px.Diffusion(2, hidden=(8,), sde="edm", standardize=False).double()
     x = torch.randn(5, 2, dtype=torch.float64)
     for s in (0.1, 0.5, 0.9):
         s = torch.tensor(s, dtype=torch.float64)
@@ -253,7 +253,7 @@ def test_edm_preconditioning_makes_the_network_target_unit_variance_at_every_lev
 
 
 def test_edm_noise_levels_are_log_normal():
-    model = px.Diffusion(2, hidden=(8,), lognormal=(-0.5, 1.2))
+    model = px.Diffusion(2, hidden=(8,), sde="edm", lognormal=(-0.5, 1.2))
     log_levels = model.schedule.noise_level(model.draw_times(200_000, torch.float64)).log()
     assert abs(float(log_levels.mean()) + 0.5) < 0.02 and abs(float(log_levels.std()) - 1.2) < 0.02
     with pytest.raises(ValueError, match="lognormal"):

@@ -117,7 +117,7 @@ class Diffusion(ContinuousTimeXform):
     density. :meth:`sample` offers fixed-step samplers: Karras et al.'s Heun and
     stochastic samplers, reverse-SDE Euler–Maruyama and DDIM.
 
-    The default, ``sde="edm"``, is Karras et al.'s design (EDM) on standardized data:
+    ``sde="edm"`` is Karras et al.'s design (EDM) on standardized data:
     a VE path :math:`x_s = x + \\sigma_s \\varepsilon` with :math:`\\sigma` from 0.002 to
     :math:`3\\sqrt{2D}` (about the largest distance between standardized points),
     geometric in :math:`s` (so the network's time is :math:`\\log\\sigma` up to an affine
@@ -127,14 +127,16 @@ class Diffusion(ContinuousTimeXform):
     lower than their image setting :math:`\\mathcal N(-1.2, 1.2^2)` at data scale 0.5, so
     the fine levels that draw sharp edges get their share); and the loss weighted by
     :math:`w = 1 + \\sigma^2 = 1/c_{out}^2`, the network's own output error, so every noise
-    level weighs alike.
+    level weighs alike. It is not the default: it fits low-dimensional data far better,
+    but trained by DSM alone on a small high-dimensional set (1437 digits) its density
+    fails to generalize, where VP's holds (``bench/MEASUREMENTS.md``).
 
     Args:
         features: event size.
         context: context size.
         hidden, activation, time_features: the noise network (a :class:`~pyro_xform.nn.TimeMLP`).
-        sde: ``"edm"`` (above), ``"vp"`` (:math:`\\beta` linear from ``beta_min`` to
-            ``beta_max``) or ``"ve"`` (:math:`\\sigma` geometric from ``sigma_min`` to
+        sde: ``"vp"`` (default; :math:`\\beta` linear from ``beta_min`` to ``beta_max``),
+            ``"edm"`` (above) or ``"ve"`` (:math:`\\sigma` geometric from ``sigma_min`` to
             ``sigma_max``; default 0.01 to :math:`3\\sqrt{2 D}`, about the largest distance
             between standardized points). VP and VE train the plain noise prediction
             (:math:`w = 1`, uniform times) unless told otherwise.
@@ -192,7 +194,7 @@ class Diffusion(ContinuousTimeXform):
         hidden: Sequence[int] = (128, 128, 128),
         activation: str = "silu",
         time_features: int = 16,
-        sde: str = "edm",
+        sde: str = "vp",
         beta_min: float = 0.1,
         beta_max: float = 20.0,
         sigma_min: float | None = None,

@@ -65,9 +65,8 @@ ESTIMATORS = {
     "flow_matching": Estimator(
         "FlowMatching", _by_likelihood(ConditionalFlowMatching), dict(_FIELD), dict(_REGRESSION)
     ),
-    # VP: the design its figures in bench/sbi.py were measured with (EDM not yet there).
     "diffusion": Estimator(
-        "Diffusion", _by_likelihood(DenoisingScoreMatching), dict(_FIELD, sde="vp"), dict(_REGRESSION)
+        "Diffusion", _by_likelihood(DenoisingScoreMatching), dict(_FIELD), dict(_REGRESSION)
     ),
 }
 
