@@ -256,7 +256,11 @@ def _drop_frequencies(state_dict, prefix, *args) -> None:
 
 class TimeMLP(nn.Module):
     """A field :math:`f(x, t, c)`: an MLP whose first layer adds the embedded time and the
-    context, :math:`h_1 = W_x x + W_t\\,\\phi(t) + W_c c`.
+    context, :math:`h_1 = W_x x + W_t\\,\\phi(t) + W_c c`. With ``film`` every hidden
+    layer is modulated by the time and context as well (FiLM),
+    :math:`h_k \\leftarrow h_k \\odot (1 + \\gamma_k(e)) + \\beta_k(e)` with
+    :math:`e = (\\phi(t), c)` and :math:`\\gamma, \\beta` linear in :math:`e`, starting
+    at zero, so the field can change its shape with time at every depth.
 
     A scalar time (one ODE step for the whole batch) is embedded once and broadcast; a
     time per example (training) is embedded per row.
@@ -268,11 +272,16 @@ class TimeMLP(nn.Module):
         activation: activation name (smooth ones suit ODEs: ``silu``, ``elu``, ``tanh``).
         time_features: size of the Fourier time embedding.
         zero_last: start the output layer at zero (the field starts as the zero function).
+        film: modulate every hidden layer by the time and context.
 
     Examples:
         >>> net = TimeMLP(2, context=3, hidden=(16,))
         >>> net(torch.randn(5, 2), torch.tensor(0.3), torch.randn(5, 3)).shape
         torch.Size([5, 2])
+
+    References:
+        FiLM: Visual Reasoning with a General Conditioning Layer (Perez, Strub, de Vries,
+        Dumoulin, Courville, 2017, arXiv:1709.07871).
     """
 
     def __init__(
@@ -283,6 +292,7 @@ class TimeMLP(nn.Module):
         activation: str = "silu",
         time_features: int = 16,
         zero_last: bool = False,
+        film: bool = False,
     ) -> None:
         super().__init__()
         self.time = TimeEmbedding(time_features)
@@ -295,6 +305,12 @@ class TimeMLP(nn.Module):
             zero_last=zero_last,
         )
         self.features, self.context_features = features, context
+        self.widths = tuple(hidden)
+        self.film = None
+        if film:
+            self.film = nn.Linear(self.time.out_features + context, 2 * sum(self.widths))
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
     def _first(self, x: Tensor, t: Tensor, context: Tensor | None) -> Tensor:
         net, k = self.net, self.time.out_features
@@ -303,17 +319,29 @@ class TimeMLP(nn.Module):
             h = h + F.linear(context, net.context_layer.weight[:, k:])
         return h
 
+    def _modulations(self, t: Tensor, context: Tensor | None) -> list[tuple[Tensor, Tensor]]:
+        """:math:`(1 + \\gamma_k, \\beta_k)` for every hidden layer, or none without FiLM."""
+        if self.film is None:
+            return [(None, None)] * len(self.widths)
+        e = self.time(t)
+        if context is not None:
+            e = torch.cat([e.expand(*context.shape[:-1], -1), context], -1)
+        parts = self.film(e).split([w for width in self.widths for w in (width, width)], -1)
+        return [(1 + parts[2 * i], parts[2 * i + 1]) for i in range(len(self.widths))]
+
     def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.net.rest(self._first(x, t, context))
+        if self.film is None:
+            return self.net.rest(self._first(x, t, context))
+        return self.forward_and_divergence(x, t, context, divergence=False)[0]
 
     def forward_and_divergence(
-        self, x: Tensor, t: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+        self, x: Tensor, t: Tensor, context: Tensor | None = None, *, divergence: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
         """The field and its exact divergence :math:`\\nabla_x \\cdot f = \\operatorname{tr}
         \\partial f / \\partial x`, by forward-mode differentiation written out for this
         network: the Jacobian :math:`W_L D_{L-1} W_{L-1} \\cdots D_1 W_1` (:math:`D_k` the
-        activation's derivative) is carried along the layers as a ``(features, hidden)``
-        tangent per example, and only its diagonal is formed at the end.
+        activation's derivative and FiLM's scale) is carried along the layers as a
+        ``(features, hidden)`` tangent per example, and only its diagonal is formed at the end.
 
         It costs about ``features`` forward passes, where reverse mode costs ``features``
         backward passes, and it needs no second-order graph when the divergence is
@@ -327,16 +355,29 @@ class TimeMLP(nn.Module):
             >>> bool(torch.allclose(div, jac.diagonal(dim1=-2, dim2=-1).sum(-1), atol=1e-5))
             True
         """
+        modulations = iter(self._modulations(t, context))
         h = self._first(x, t, context)
-        tangent = self.net.first.weight.T  # (features, hidden): d h / d x_j, shared by all rows
+        tangent = self.net.first.weight.T if divergence else None  # d h / d x_j, shared by rows
+        h, tangent = _modulated(h, tangent, next(modulations))
         layers = list(self.net.rest)
         a = h
         for layer in layers[:-1]:
             if isinstance(layer, nn.Linear):
                 h = layer(a)
-                tangent = tangent @ layer.weight.T
+                tangent = None if tangent is None else tangent @ layer.weight.T
+                h, tangent = _modulated(h, tangent, next(modulations))
             else:
                 a = layer(h)
-                tangent = _derivative(layer, h, a)[..., None, :] * tangent
+                if tangent is not None:
+                    tangent = _derivative(layer, h, a)[..., None, :] * tangent
         last = layers[-1]
+        if tangent is None:
+            return last(a), None
         return last(a), torch.einsum("...jh,jh->...", tangent, last.weight)
+
+
+def _modulated(h: Tensor, tangent: Tensor | None, modulation) -> tuple[Tensor, Tensor | None]:
+    scale, shift = modulation
+    if scale is None:
+        return h, tangent
+    return h * scale + shift, None if tangent is None else tangent * scale[..., None, :]

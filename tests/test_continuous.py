@@ -248,7 +248,8 @@ def test_edm_preconditioning_makes_the_network_target_unit_variance_at_every_lev
         sigma = model.schedule.sigma(s)
         assert torch.allclose(model.noise(x, s), sigma / (1 + sigma**2) * x)
     n = 200_000
-    loss = model.dsm_loss(torch.randn(n, 2, dtype=torch.float64))
+    with torch.no_grad():
+        loss = model.dsm_loss(torch.randn(n, 2, dtype=torch.float64))
     assert abs(float(loss) / (2 * n) - 1) < 0.02
 
 
@@ -561,3 +562,21 @@ def test_regression_standardization_refuses_what_it_cannot_do():
     layer = ConditionalStandardize(2, 4)
     layer.initialize(torch.randn(6, 2) + 5, torch.randn(6, 4))
     assert bool(layer.initialized) and not layer.weight.any() and (layer.loc > 3).all()
+
+
+@pytest.mark.parametrize("per_row_time", [False, True])
+def test_film_field_divergence_is_the_jacobian_trace(per_row_time):
+    from pyro_xform.nn import TimeMLP
+
+    torch.manual_seed(0)
+    net = TimeMLP(3, context=2, hidden=(8, 8), film=True).double()
+    with torch.no_grad():
+        assert torch.equal(net.film.weight, torch.zeros_like(net.film.weight))  # starts as no FiLM
+        net.film.weight.normal_()
+        net.film.bias.normal_()
+    x, c = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    t = torch.rand(4, dtype=torch.float64) if per_row_time else torch.tensor(0.4, dtype=torch.float64)
+    v, div = net.forward_and_divergence(x, t, c)
+    jac = torch.func.vmap(torch.func.jacrev(lambda y, s, k: net(y, s, k)))(x, t.expand(4), c)
+    assert torch.allclose(v, net(x, t, c))
+    assert torch.allclose(div, jac.diagonal(dim1=-2, dim2=-1).sum(-1), atol=1e-10)

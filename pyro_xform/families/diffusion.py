@@ -167,6 +167,8 @@ class Diffusion(ContinuousTimeXform):
             (mean, std) of :math:`\\log\\tilde\\sigma`, truncated to the path's range.
             Default: ``"lognormal"`` for ``"edm"``, ``"uniform"`` else.
         lognormal: (mean, std) of the log noise level for ``time_sampling="lognormal"``.
+        film: modulate every hidden layer of the network by the time and context (see
+            :class:`~pyro_xform.nn.TimeMLP`).
 
     Examples:
         >>> import torch, pyro_xform
@@ -205,6 +207,7 @@ class Diffusion(ContinuousTimeXform):
         time_sampling: str | None = None,
         gaussian_skip: bool | None = None,
         lognormal: tuple[float, float] = (-1.0, 1.6),
+        film: bool = False,
         **ode_changes: Any,
     ) -> None:
         if sde not in SDES:
@@ -221,7 +224,7 @@ class Diffusion(ContinuousTimeXform):
         if not 0 <= eps < 1 or (sde == "vp" and eps == 0):
             raise ValueError(f"eps must lie in [0, 1) (and be > 0 for VP), got {eps}")
         gaussian_skip = edm if gaussian_skip is None else bool(gaussian_skip)
-        net = TimeMLP(features, context, hidden, activation, time_features, gaussian_skip)
+        net = TimeMLP(features, context, hidden, activation, time_features, gaussian_skip, film)
         super().__init__(
             features,
             context,

@@ -196,6 +196,7 @@ class FlowMatching(ContinuousTimeXform):
         ode: ODESettings | dict | None = None,
         standardize: bool | str = True,
         gaussian_skip: bool = False,
+        film: bool = False,
         **ode_changes: Any,
     ) -> None:
         if path not in PATHS:
@@ -215,7 +216,9 @@ class FlowMatching(ContinuousTimeXform):
                 "space; standardize='regression' makes that space depend on the context"
             )
         null_token = guidance_dropout > 0
-        net = TimeMLP(features, context + int(null_token), hidden, activation, time_features, gaussian_skip)
+        net = TimeMLP(
+            features, context + int(null_token), hidden, activation, time_features, gaussian_skip, film
+        )
         super().__init__(
             features,
             context,

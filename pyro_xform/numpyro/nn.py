@@ -113,12 +113,16 @@ class Dense:
 @dataclass(frozen=True)
 class TimeDense:
     """The twin of :class:`pyro_xform.nn.TimeMLP`: :math:`h_1 = W_x x + W_t \\phi(t) + W_c c`
-    with Fourier time features :math:`\\phi(t) = (t, \\sin 2\\pi k t, \\cos 2\\pi k t)`."""
+    with Fourier time features :math:`\\phi(t) = (t, \\sin 2\\pi k t, \\cos 2\\pi k t)`, and
+    with FiLM every hidden pre-activation scaled by :math:`1 + \\gamma_k` and shifted by
+    :math:`\\beta_k`, linear in :math:`(\\phi(t), c)`."""
 
     net: Dense
     frequencies: jax.Array
     time_weight: jax.Array
     context_weight: jax.Array | None
+    film: tuple[jax.Array, jax.Array] | None = None
+    widths: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, net: tnn.TimeMLP) -> TimeDense:
@@ -130,6 +134,8 @@ class TimeDense:
             array(net.time.frequencies(weight)),
             array(weight[:, :k].T),
             array(weight[:, k:].T) if weight.shape[1] > k else None,
+            None if net.film is None else _linear(net.film),
+            net.widths,
         )
 
     def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array | None = None) -> jax.Array:
@@ -138,4 +144,27 @@ class TimeDense:
         h = self.net.pre(x) + embedded @ self.time_weight
         if context is not None:
             h = h + context @ self.context_weight
-        return self.net.rest(h)
+        if self.film is None:
+            return self.net.rest(h)
+        return self._modulated(h, embedded, context)
+
+    def _modulated(self, h: jax.Array, embedded: jax.Array, context: jax.Array | None) -> jax.Array:
+        if context is not None:
+            embedded = jnp.concatenate(
+                [jnp.broadcast_to(embedded, (*context.shape[:-1], embedded.shape[-1])), context], -1
+            )
+        weight, bias = self.film
+        parts = jnp.split(
+            embedded @ weight + bias, np.cumsum([w for w in self.widths for _ in (0, 1)])[:-1], -1
+        )
+        modulations = iter(zip(parts[0::2], parts[1::2], strict=True))
+        scale, shift = next(modulations)
+        h = h * (1 + scale) + shift
+        for layer in self.net.layers[:-1]:
+            if layer[0] == "linear":
+                scale, shift = next(modulations)
+                h = (h @ layer[1] + layer[2]) * (1 + scale) + shift
+            else:
+                h = layer[1](h)
+        last = self.net.layers[-1]
+        return h @ last[1] + last[2]

@@ -137,6 +137,7 @@ REGISTRY = [
     exact("FlowMatching-cosine", lambda: px.FlowMatching(D, path="cosine", **ODE)),
     exact("FlowMatching-vp-cond", lambda: px.FlowMatching(D, C, path="vp", **ODE), True),
     exact("Diffusion-vp-cond", lambda: px.Diffusion(D, C, sde="vp", **ODE), True),
+    exact("FlowMatching-cond-film", lambda: shaken(px.FlowMatching(D, C, film=True, **ODE)), True),
     exact("Diffusion-edm", lambda: shaken(px.Diffusion(D, sde="edm", **ODE))),
     exact("Diffusion-edm-cond", lambda: shaken(px.Diffusion(D, C, sde="edm", **ODE)), True),
     exact("Diffusion-ve", lambda: px.Diffusion(D, sde="ve", **ODE)),
