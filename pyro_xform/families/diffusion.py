@@ -3,6 +3,7 @@ probability-flow ODE gives an exact density and whose reverse SDE or DDIM give s
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -263,12 +264,19 @@ class Diffusion(ContinuousTimeXform):
 
     def _lognormal_times(self, u: Tensor) -> Tensor:
         """The times of log-normal noise levels truncated to :math:`[\\tilde\\sigma(\\epsilon),
-        \\tilde\\sigma(1)]`, by the inverse CDF of the truncated normal."""
+        \\tilde\\sigma(1)]`, by the inverse CDF of the truncated normal (its bounds are
+        numbers, not tensors: nothing is copied to the device a step)."""
         mean, std = self.lognormal
-        ends = u.new_tensor([self.eps, 1.0])
-        lo, hi = torch.special.ndtr((self.schedule.noise_level(ends).log() - mean) / std)
+        lo, hi = self._lognormal_bounds
         level = torch.exp(mean + std * torch.special.ndtri(lo + (hi - lo) * u))
         return self.schedule.time_of(level).clamp(self.eps, 1.0)
+
+    @functools.cached_property
+    def _lognormal_bounds(self) -> tuple[float, float]:
+        mean, std = self.lognormal
+        ends = torch.tensor([self.eps, 1.0], dtype=torch.float64)
+        lo, hi = torch.special.ndtr((self.schedule.noise_level(ends).log() - mean) / std).tolist()
+        return lo, hi
 
     def _time_cdf(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         """The tabulated CDF of the likelihood weighting, built once in float64 on the CPU
