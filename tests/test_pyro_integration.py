@@ -148,6 +148,8 @@ def test_pyro_own_log_prob_path_reuses_the_one_draw_cache():
     # Pyro's TransformedDistribution.log_prob: inv from torch's cache, ladj from ours.
     pyro_lp = dist.TransformedDistribution.log_prob(d, x)
     assert calls["inverse"] == 0 and torch.allclose(pyro_lp, d.log_prob(x))
+    transform = d.transforms[0]
+    assert transform.with_cache() is transform  # Pyro's reparameterizers ask for a cache
 
 
 def test_a_generated_distribution_expands_with_its_noise_and_holds_no_bijector():

@@ -118,6 +118,10 @@ class ConditionedBijector(Transform):
         self.context = context
         self._latest: tuple[Tensor, Tensor, Tensor, bool] | None = None
 
+    def with_cache(self, cache_size: int = 1) -> ConditionedBijector:
+        """Itself: its one cache is always on (Pyro's reparameterizers ask for a cache)."""
+        return self
+
     def forward_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """:math:`(x, \\log|\\det \\partial x/\\partial z|)`, remembered as the latest call."""
         x, ladj = self.bijector.forward_and_ladj(z, self.context)
