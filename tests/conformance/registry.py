@@ -134,11 +134,9 @@ REGISTRY = [
 
     exact("FlowMatching", lambda: px.FlowMatching(D, **ODE)),
     exact("FlowMatching-cond-ot-cfg", lambda: px.FlowMatching(D, C, coupling="ot", guidance_dropout=0.2, **ODE), True),
-    exact("FlowMatching-cosine", lambda: px.FlowMatching(D, path="cosine", **ODE)),
+    exact("FlowMatching-cond-cosine-film", lambda: shaken(px.FlowMatching(D, C, path="cosine", film=True, **ODE)), True),
     exact("FlowMatching-vp-cond", lambda: px.FlowMatching(D, C, path="vp", **ODE), True),
     exact("Diffusion-vp-cond", lambda: px.Diffusion(D, C, sde="vp", **ODE), True),
-    exact("FlowMatching-cond-film", lambda: shaken(px.FlowMatching(D, C, film=True, **ODE)), True),
-    exact("Diffusion-edm", lambda: shaken(px.Diffusion(D, sde="edm", **ODE))),
     exact("Diffusion-edm-cond", lambda: shaken(px.Diffusion(D, C, sde="edm", **ODE)), True),
     exact("Diffusion-ve", lambda: px.Diffusion(D, sde="ve", **ODE)),
     exact("FlowMatching-cond-regression-skip", lambda: px.FlowMatching(D, C, **REGRESSION_SKIP, **ODE), True),
