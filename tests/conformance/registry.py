@@ -138,7 +138,6 @@ REGISTRY = [
     exact("FlowMatching-vp-cond", lambda: px.FlowMatching(D, C, path="vp", **ODE), True),
     exact("Diffusion-vp-cond", lambda: px.Diffusion(D, C, sde="vp", **ODE), True),
     exact("Diffusion-edm-cond", lambda: shaken(px.Diffusion(D, C, sde="edm", **ODE)), True),
-    exact("Diffusion-ve", lambda: px.Diffusion(D, sde="ve", **ODE)),
     exact("FlowMatching-cond-regression-skip", lambda: px.FlowMatching(D, C, **REGRESSION_SKIP, **ODE), True),
     exact("Diffusion-ve-cond-regression-skip", lambda: px.Diffusion(D, C, sde="ve", **REGRESSION_SKIP, **ODE), True),
 
