@@ -74,8 +74,8 @@ def test_context_broadcasts_under_plates():
     assert d.expand((4, 5)).batch_shape == (4, 5)
 
 
-def test_log_prob_of_a_fresh_sample_does_not_invert_again():
-    flow = px.NSF(2, hidden=(8,))
+def _count_inversions(flow) -> dict[str, int]:
+    """Counts the calls of the flow's inverse from now on, in the returned dict."""
     calls = {"inverse": 0}
     original = flow.transform.inverse_and_ladj
 
@@ -84,6 +84,12 @@ def test_log_prob_of_a_fresh_sample_does_not_invert_again():
         return original(*args, **kwargs)
 
     flow.transform.inverse_and_ladj = counting
+    return calls
+
+
+def test_log_prob_of_a_fresh_sample_does_not_invert_again():
+    flow = px.NSF(2, hidden=(8,))
+    calls = _count_inversions(flow)
     d = flow()
     x = d.rsample((10,))
     d.log_prob(x)
@@ -136,16 +142,9 @@ def test_no_density_kind_raises_with_guidance():
 def test_pyro_own_log_prob_path_reuses_the_one_draw_cache():
     flow = px.MAF(2, hidden=(4,))
     d = flow()
-    calls = {"inverse": 0}
-    original = flow.transform.inverse_and_ladj
-
-    def counting(*args, **kwargs):
-        calls["inverse"] += 1
-        return original(*args, **kwargs)
-
-    flow.transform.inverse_and_ladj = counting
+    calls = _count_inversions(flow)
     x = d.rsample((6,))
-    # Pyro's TransformedDistribution.log_prob: inv from torch's cache, ladj from ours.
+    # Pyro's TransformedDistribution.log_prob: inv and ladj from the one cache.
     pyro_lp = dist.TransformedDistribution.log_prob(d, x)
     assert calls["inverse"] == 0 and torch.allclose(pyro_lp, d.log_prob(x))
     transform = d.transforms[0]
