@@ -1,5 +1,5 @@
 """Fixed-step samplers of a diffusion: Karras et al.'s second-order deterministic (Heun) and
-stochastic samplers, Euler–Maruyama on the reverse SDE, and DDIM.
+stochastic samplers, DPM-Solver++(2M), Euler–Maruyama on the reverse SDE, and DDIM.
 
 Every sampler takes the noise prediction :math:`\\varepsilon_\\theta(x_s, s, c)` and the
 schedule, starts from :math:`x_1` drawn from the base, and returns the data end in the

@@ -147,8 +147,11 @@ def psis_khat(
 
 
 def _equal_weights(model: Callable, guide: Callable, num_particles: int, *args, **kwargs) -> bool:
+    # Pyro's psis_diagnostic options, the rest are the model's arguments.
+    kwargs.pop("max_simultaneous_particles", None)
+    nesting = kwargs.pop("max_plate_nesting", 7)
     log_weights = vectorized_importance_weights(
-        model, guide, *args, num_samples=num_particles, max_plate_nesting=7, **kwargs
+        model, guide, *args, num_samples=num_particles, max_plate_nesting=nesting, **kwargs
     )[0]
     # Relative differences at the floating-point noise of a log density.
     spread = float(log_weights.max() - log_weights.min())
