@@ -65,9 +65,9 @@ def test_vae_iwae_converges_to_the_exact_marginal_and_bounds_it():
 
 
 def test_vae_analytic_kl_when_both_gaussian_and_kl_weight():
-    vae = px.VAE(4, latent=2, hidden=(8,))
+    vae = px.VAE(4, latent=2, hidden=(8,), prior=None)
     assert vae.analytic_kl and isinstance(ELBO().elbo(vae), TraceMeanField_ELBO)
-    iaf = px.VAE(4, latent=2, hidden=(8,), posterior="iaf")
+    iaf = px.VAE(4, latent=2, hidden=(8,), prior=None, posterior="iaf")
     assert not iaf.analytic_kl and type(ELBO().elbo(iaf)) is Trace_ELBO
     objective = ELBO(beta=0.5, anneal_steps=10)
     assert objective.kl_weight(0) == 0.0 and objective.kl_weight(5) == 0.25 and objective.kl_weight(50) == 0.5
@@ -77,6 +77,26 @@ def test_vae_analytic_kl_when_both_gaussian_and_kl_weight():
         torch.manual_seed(1)
         losses.append(float(objective.loss(vae, x, None, kl_weight=weight).detach()))
     assert losses[0] < losses[1] < losses[2]
+
+
+def test_vae_defaults_a_flow_prior_and_a_scale_that_fits_the_code_size(tmp_path):
+    """The default prior is a learned flow; the noise is shared and starts precise where the
+    code can hold the datum, and an output of the decoder where the code compresses."""
+    small, large = px.VAE(2, latent=2, hidden=(8,)), px.VAE(6, latent=2, hidden=(8,))
+    assert isinstance(small.prior, px.NSF) and not small.analytic_kl
+    assert not small.heteroscedastic and large.heteroscedastic
+    assert isinstance(small.log_scale, torch.nn.Parameter)
+    data = torch.randn(256, 2) * torch.tensor([3.0, 0.5])
+    small.initialize(data)
+    assert torch.allclose(small.log_scale.exp(), 0.05 * data.std(0))
+    small.initialize(data * 10)  # once: a second fit continues from the learned scale
+    assert torch.allclose(small.log_scale.exp(), 0.05 * data.std(0))
+    px.save(small, tmp_path / "vae.pt")
+    assert torch.equal(px.load(tmp_path / "vae.pt").log_scale, small.log_scale)
+    with pytest.raises(ValueError, match="prior"):
+        px.VAE(2, prior="gaussian")
+    with pytest.raises(ValueError, match="scale"):
+        px.VAE(2, scale="calibrated")
 
 
 def test_vae_model_and_guide_in_a_users_svi_loop():

@@ -31,7 +31,7 @@ def test_maf_on_moons_beats_a_gaussian():
 def test_vae_on_digits_beats_the_gmm_and_a_flow_prior_tightens_its_bound():
     torch.set_num_threads(2)
     split = px.datasets.digits()
-    vae = px.VAE(64, latent=16, hidden=(512, 256), particles=200)
+    vae = px.VAE(64, latent=16, hidden=(512, 256), prior=None, particles=200)
     px.fit(
         vae,
         split.train,

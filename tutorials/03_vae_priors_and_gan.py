@@ -66,7 +66,7 @@ print(train.shape, test.shape)
 
 # %%
 steps = 30 if SMOKE else 4000
-vae = px.VAE(64, latent=16, hidden=(512, 256), particles=10 if SMOKE else 1000)
+vae = px.VAE(64, latent=16, hidden=(512, 256), prior=None, particles=10 if SMOKE else 1000)
 result = px.fit(
     vae,
     train,

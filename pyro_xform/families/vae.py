@@ -28,10 +28,10 @@ from ..core import (
 )
 from ..nn import MLP
 from ..transforms import LatentMap
-from .flows import IAF
+from .flows import IAF, NSF
 from .importance import log_mean_weight
 
-__all__ = ["LIKELIHOODS", "VAE"]
+__all__ = ["LIKELIHOODS", "SCALES", "VAE"]
 
 _NAMES = itertools.count()
 
@@ -42,6 +42,11 @@ _SUPPORTS = {
     "bernoulli": constraints.boolean,
     "continuous_bernoulli": constraints.unit_interval,
 }
+#: The normal likelihood's scales by name (a number fixes it).
+SCALES = ("auto", "decoder", "learned")
+# A learned scale's start, as a fraction of each feature's standard deviation in the first
+# batch: a decoder that starts precise has to use the code.
+_INITIAL_SCALE = 0.05
 # Size of the encoder's conditioning vector h for a flow posterior q(z | x) = T(. ; h).
 _POSTERIOR_CONTEXT = 32
 
@@ -80,9 +85,10 @@ class VAE(Xform):
     .. math:: \\log p(x) \\approx \\log \\frac1K \\sum_{k=1}^K
         \\frac{p(x \\mid z_k)\\, p(z_k)}{q(z_k \\mid x)}, \\qquad z_k \\sim q(z \\mid x).
 
-    The prior is a standard normal or **any** exact :class:`~pyro_xform.Xform` on the latent
-    space (a flow; a :class:`~pyro_xform.FlowMatching` or :class:`~pyro_xform.Diffusion`
-    model, i.e. latent diffusion), trained jointly by the ELBO or afterwards on the codes by
+    The prior is a learned flow by default, a standard normal, or **any** exact
+    :class:`~pyro_xform.Xform` on the latent space (a flow; a
+    :class:`~pyro_xform.FlowMatching` or :class:`~pyro_xform.Diffusion` model, i.e. latent
+    diffusion), trained jointly by the ELBO or afterwards on the codes by
     :func:`pyro_xform.fit_prior`. The posterior is a diagonal normal, or that normal followed by a flow
     conditioned on an encoder output :math:`h(x, c)`: ``"iaf"`` (inverse autoregressive flow)
     or any exact family whose ``context`` equals the size of :math:`h` (32).
@@ -96,10 +102,20 @@ class VAE(Xform):
         likelihood: ``"normal"``, ``"bernoulli"`` (binary data) or ``"continuous_bernoulli"``
             (data in :math:`[0, 1]`).
         scale: the normal likelihood's standard deviation: ``"decoder"`` (an output of the
-            decoder, so it depends on :math:`z`), ``"learned"`` (one parameter per feature) or
-            a number (fixed).
-        prior: ``None`` (standard normal) or an exact model with ``features == latent`` and
-            ``context`` either 0 or the VAE's.
+            decoder, so it depends on :math:`z`), ``"learned"`` (one parameter per feature,
+            starting at 0.05 of the feature's standard deviation in the first batch), a number
+            (fixed), or ``"auto"``: ``"learned"`` where the code is as large as the datum
+            (``features <= latent``), else ``"decoder"``. Where the code can hold the whole
+            datum a precise decoder is attainable, and one that starts precise has to use the
+            code; a noise that grows with :math:`z` there explains the data as noise and leaves
+            the latent unused (posterior collapse). Where the code compresses, the
+            reconstruction error is intrinsic and depends on :math:`z` (the background of an
+            image against its strokes), and a shared scale that starts small generalizes badly
+            (``bench/MEASUREMENTS.md``).
+        prior: ``"flow"`` (a small :class:`~pyro_xform.NSF` over the latent space, trained
+            jointly, which can take the shape of the codes' aggregate posterior), ``None``
+            (standard normal) or an exact model with ``features == latent`` and ``context``
+            either 0 or the VAE's.
         posterior: ``"normal"``, ``"iaf"`` or an exact model over the latent with
             ``context == 32``.
         particles: :math:`K` of ``log_prob``.
@@ -139,8 +155,8 @@ class VAE(Xform):
         hidden: Sequence[int] = (256, 256),
         activation: str = "relu",
         likelihood: str = "normal",
-        scale: str | float = "decoder",
-        prior: Xform | dict | None = None,
+        scale: str | float = "auto",
+        prior: Xform | dict | str | None = "flow",
         posterior: str | Xform | dict = "normal",
         particles: int = 100,
         name: str | None = None,
@@ -151,9 +167,9 @@ class VAE(Xform):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         fixed = isinstance(scale, (int, float)) and not isinstance(scale, bool)
-        if not (scale in ("decoder", "learned") or (fixed and math.isfinite(scale) and scale > 0)):
-            raise ValueError(f"scale must be 'decoder', 'learned' or a positive number, got {scale!r}")
-        if scale != "decoder" and likelihood != "normal":
+        if not (scale in SCALES or (fixed and math.isfinite(scale) and scale > 0)):
+            raise ValueError(f"scale must be one of {SCALES} or a positive number, got {scale!r}")
+        if scale not in ("auto", "decoder") and likelihood != "normal":
             raise ValueError(f"scale belongs to the normal likelihood, not {likelihood!r}")
         if not is_count(particles):
             raise ValueError(f"particles must be a positive int, got {particles!r}")
@@ -181,6 +197,8 @@ class VAE(Xform):
         self.posterior_flow = flow
         h = _POSTERIOR_CONTEXT if flow is not None else 0
         self.encoder = MLP(features, 2 * latent + h, hidden, context, activation, zero_last=False)
+        if scale == "auto":
+            scale = "learned" if features <= latent else "decoder"
         self.heteroscedastic = likelihood == "normal" and scale == "decoder"
         outputs = 2 * features if self.heteroscedastic else features
         self.decoder = MLP(latent, outputs, hidden[::-1], context, activation, zero_last=False)
@@ -188,7 +206,14 @@ class VAE(Xform):
             self.log_scale = nn.Parameter(torch.zeros(features))
         else:
             self.register_buffer("log_scale", torch.full((features,), math.log(scale if fixed else 1.0)))
+        # A learned scale is set from the first batch (files written before the flag have used theirs).
+        self.register_buffer("scale_initialized", torch.tensor(scale != "learned"))
+        self._register_load_state_dict_pre_hook(_scale_was_set)
         register_normal(self, "latent", latent)
+        if isinstance(prior, str):
+            if prior != "flow":
+                raise ValueError(f"prior must be 'flow', None or an exact model, got {prior!r}")
+            prior = NSF(latent, transforms=2, hidden=(64, 64))
         self.prior = self._check_latent_model(as_xform(prior, name="prior"), "prior", (0, context))
 
     def __setstate__(self, state) -> None:
@@ -304,8 +329,14 @@ class VAE(Xform):
 
     # -- the contract --------------------------------------------------------------------
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
-        """Data-dependent initialization of a learned prior (ActNorm, standardization) on the
-        first batch's codes."""
+        """Data-dependent initialization on the first batch: a learned decoder scale starts at
+        0.05 of each feature's standard deviation, and a learned prior (ActNorm,
+        standardization) is initialized on the batch's codes."""
+        if not bool(self.scale_initialized) and data.shape[0] > 1:
+            with torch.no_grad():
+                spread = data.std(0).clamp_min(1e-3 * float(data.std().clamp_min(1e-12)))
+                self.log_scale.copy_((_INITIAL_SCALE * spread).log())
+                self.scale_initialized.fill_(True)
         if self.prior is not None:
             with torch.no_grad():
                 codes = self.posterior(data, context).sample()
@@ -353,3 +384,7 @@ class VAE(Xform):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, latent={self.latent}, likelihood={self.likelihood!r}"
+
+
+def _scale_was_set(state_dict, prefix, *args) -> None:
+    state_dict.setdefault(prefix + "scale_initialized", torch.tensor(True))
