@@ -292,6 +292,20 @@ def test_cfm_target_is_the_path_derivative(path):
     assert torch.allclose(xt(0.0), x0, atol=0.05)  # noise at the start
 
 
+def test_flow_matching_training_times():
+    """Uniform times, or the ramp's density 2t (cdf t^2) on [0, 1 - eps)."""
+    torch.manual_seed(0)
+    uniform, ramp = px.FlowMatching(2, hidden=(8,)), px.FlowMatching(2, hidden=(8,), time_sampling="ramp")
+    for model, cdf in ((uniform, lambda t: t), (ramp, lambda t: t * t)):
+        t = model.training_times(20_000, torch.float64, torch.device("cpu"))
+        assert t.min() >= 0 and t.max() < 1 - model.schedule.eps + 1e-12
+        for q in (0.25, 0.5, 0.75):
+            assert abs(float((t <= q).double().mean()) - cdf(q)) < 0.015
+    assert float(ramp.cfm_loss(torch.randn(16, 2))) > 0
+    with pytest.raises(ValueError, match="time_sampling"):
+        px.FlowMatching(2, time_sampling="late")
+
+
 def test_flow_matching_fits_and_then_fine_tunes_by_maximum_likelihood():
     data = px.datasets.toy("8gaussians", n=512, seed=0)
     fm = px.FlowMatching(2, hidden=(32, 32), solver="rk4", steps=4)

@@ -17,12 +17,14 @@ from ..schedules import schedule as make_schedule
 from ..transforms import ODESettings
 from .continuous import ContinuousTimeXform
 
-__all__ = ["COUPLINGS", "PATHS", "FlowMatching", "gaussian_rate", "ot_pairing"]
+__all__ = ["COUPLINGS", "PATHS", "TIME_SAMPLING", "FlowMatching", "gaussian_rate", "ot_pairing"]
 
 #: Probability paths by name.
 PATHS = ("condot", "cosine", "vp")
 #: Couplings of noise and data within a minibatch.
 COUPLINGS = ("independent", "ot")
+#: Training-time distributions by name: ``"uniform"``, or ``"ramp"`` with density :math:`2t`.
+TIME_SAMPLING = ("uniform", "ramp")
 
 
 def gaussian_rate(schedule: Schedule, t: Tensor) -> Tensor:
@@ -163,6 +165,13 @@ class FlowMatching(ContinuousTimeXform):
             budgets it lowers the test NLL, but on concentrated multi-modal data the network
             must cancel :math:`r(t)\\,x` near the data end, which slows short runs of small
             fields (``bench/MEASUREMENTS.md``).
+        film: modulate every hidden layer of the network by the time and context (see
+            :class:`~pyro_xform.nn.TimeMLP`); opt-in, with its measured effect in
+            ``bench/MEASUREMENTS.md``.
+        time_sampling: the training times: ``"uniform"``, or ``"ramp"`` with density
+            :math:`2t`, twice the effort at the data end as at the noise end. Sharp
+            low-dimensional data gains from it, high-dimensional data loses
+            (``bench/MEASUREMENTS.md``), so it is an option.
 
     Examples:
         >>> import torch, pyro_xform
@@ -197,8 +206,11 @@ class FlowMatching(ContinuousTimeXform):
         standardize: bool | str = True,
         gaussian_skip: bool = False,
         film: bool = False,
+        time_sampling: str = "uniform",
         **ode_changes: Any,
     ) -> None:
+        if time_sampling not in TIME_SAMPLING:
+            raise ValueError(f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}")
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         if coupling not in COUPLINGS:
@@ -230,6 +242,7 @@ class FlowMatching(ContinuousTimeXform):
         self.schedule = schedule
         self.coupling = coupling
         self.guidance_dropout = guidance_dropout
+        self.time_sampling = time_sampling
 
     @property
     def network(self) -> TimeMLP:
@@ -244,6 +257,13 @@ class FlowMatching(ContinuousTimeXform):
         field = self.ode.field
         return Velocity(self.network, self.context_features, field.null_token, guidance, field.skip)
 
+    def training_times(self, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """``n`` times for the loss: uniform on :math:`[0, 1)`, or with density :math:`2t`
+        (``"ramp"``), which spends twice the effort at the data end, where the field of
+        sharp data is hardest, as at the noise end, where it is nearly linear."""
+        u = torch.rand(n, dtype=dtype, device=device)
+        return (u.sqrt() if self.time_sampling == "ramp" else u) * (1 - self.schedule.eps)
+
     def cfm_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
         """The conditional flow-matching loss summed over the batch (one draw of
         :math:`t` and :math:`x_0` per row)."""
@@ -251,7 +271,7 @@ class FlowMatching(ContinuousTimeXform):
         x0 = torch.randn_like(x1)
         if self.coupling == "ot":
             x0 = ot_pairing(x0, x1)
-        t = torch.rand(x1.shape[0], dtype=x1.dtype, device=x1.device) * (1 - self.schedule.eps)
+        t = self.training_times(x1.shape[0], x1.dtype, x1.device)
         s = (1 - t)[:, None]
         sched = self.schedule
         xt = sched.alpha(s) * x1 + sched.sigma(s) * x0

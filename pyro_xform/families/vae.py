@@ -112,8 +112,9 @@ class VAE(Xform):
             reconstruction error is intrinsic and depends on :math:`z` (the background of an
             image against its strokes), and a shared scale that starts small generalizes badly
             (``bench/MEASUREMENTS.md``).
-        prior: ``"flow"`` (a small :class:`~pyro_xform.NSF` over the latent space, trained
-            jointly, which can take the shape of the codes' aggregate posterior), ``None``
+        prior: ``"flow"`` (a small :class:`~pyro_xform.NSF` over the latent space, two
+            transforms of 64 x 64, trained jointly: it takes the shape of the codes' aggregate
+            posterior), ``None``
             (standard normal) or an exact model with ``features == latent`` and ``context``
             either 0 or the VAE's.
         posterior: ``"normal"``, ``"iaf"`` or an exact model over the latent with
