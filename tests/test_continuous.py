@@ -301,7 +301,7 @@ def test_flow_matching_training_times():
         assert t.min() >= 0 and t.max() < 1 - model.schedule.eps + 1e-12
         for q in (0.25, 0.5, 0.75):
             assert abs(float((t <= q).double().mean()) - cdf(q)) < 0.015
-    assert float(ramp.cfm_loss(torch.randn(16, 2))) > 0
+    assert float(ramp.cfm_loss(torch.randn(16, 2)).detach()) > 0
     with pytest.raises(ValueError, match="time_sampling"):
         px.FlowMatching(2, time_sampling="late")
 
@@ -561,6 +561,28 @@ def test_regression_standardization_learns_the_linear_part_from_the_context():
     c = torch.tensor([1.0, -1.0])
     draws = model.sample((4000,), c, solver="rk4", steps=10)
     assert torch.allclose(draws.mean(0), weight @ c + 1, atol=0.05)
+
+
+def test_standardize_auto_regresses_conditional_models_only(tmp_path):
+    from pyro_xform.transforms import ConditionalStandardize, Standardize
+
+    kinds = {
+        "conditional FM": (px.FlowMatching(2, 3, hidden=(8,)), ConditionalStandardize),
+        "conditional diffusion": (px.Diffusion(2, 3, hidden=(8,)), ConditionalStandardize),
+        "unconditional": (px.FlowMatching(2, hidden=(8,)), Standardize),
+        "guided": (px.FlowMatching(2, 3, hidden=(8,), guidance_dropout=0.1), Standardize),
+        "True (older files)": (px.Diffusion(2, 3, hidden=(8,), standardize=True), Standardize),
+    }
+    for name, (model, kind) in kinds.items():
+        assert type(model.standardizer) is kind, name
+    # A conditional diffusion model starts as the linear-Gaussian posterior; a saved one without it stays so.
+    assert kinds["conditional diffusion"][0].ode.field.gaussian_skip
+    assert not kinds["True (older files)"][0].ode.field.gaussian_skip
+    assert not px.Diffusion(2, hidden=(8,)).ode.field.gaussian_skip
+    model = kinds["conditional FM"][0]
+    assert model.config["standardize"] == "auto"
+    px.save(model, tmp_path / "fm.pt")
+    assert type(px.load(tmp_path / "fm.pt").standardizer) is ConditionalStandardize
 
 
 def test_regression_standardization_refuses_what_it_cannot_do():

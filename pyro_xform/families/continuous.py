@@ -19,17 +19,29 @@ from ..transforms import (
     Standardize,
 )
 
-__all__ = ["STANDARDIZATIONS", "ContinuousTimeXform"]
+__all__ = ["STANDARDIZATIONS", "ContinuousTimeXform", "resolve_standardize"]
 
-#: How a continuous-time family standardizes its data (``standardize=True`` is ``"marginal"``).
-STANDARDIZATIONS = ("marginal", "regression")
+#: How a continuous-time family standardizes its data (``standardize=True`` is ``"marginal"``;
+#: ``"auto"`` is ``"regression"`` for a conditional model, else ``"marginal"``).
+STANDARDIZATIONS = ("auto", "marginal", "regression")
+
+
+def resolve_standardize(standardize: bool | str, context: int, *, guided: bool = False) -> bool | str:
+    r"""The standardization ``"auto"`` stands for: the regression on the context for a
+    conditional model (the field then learns only what the linear-Gaussian fit of
+    :math:`x \mid c` misses), the marginal one for an unconditional or a guided model (whose
+    conditional and unconditional fields share one space). Other values are returned as
+    they are."""
+    if standardize != "auto":
+        return standardize
+    return "regression" if context and not guided else "marginal"
 
 
 class ContinuousTimeXform(Xform):
     """:math:`x = \\mu + \\sigma \\odot \\Phi(z)`, with :math:`\\Phi` the flow of an ODE
     (an :class:`~pyro_xform.transforms.ODETransform`) and :math:`\\mu, \\sigma` the
     training data's mean and standard deviation (set by :meth:`initialize` when
-    ``standardize``). With ``standardize="regression"`` (conditional models) the last map
+    ``standardize``). With ``standardize="regression"`` (the default of conditional models) the last map
     is instead :math:`x = \\mu + W c + L\\,\\Phi(z)`, the least-squares regression of the
     data on the context (a :class:`~pyro_xform.transforms.ConditionalStandardize`), so the
     field learns only what a linear-Gaussian model of :math:`x \\mid c` misses. The
@@ -56,6 +68,7 @@ class ContinuousTimeXform(Xform):
             )
         if standardize == "regression" and not context:
             raise ValueError("standardize='regression' regresses the data on the context; the model has none")
+        standardize = resolve_standardize(standardize, context)
         super().__init__(features, context)
         ode = ODETransform(field, features, context, time=time, settings=ode)
         self.standardize = standardize

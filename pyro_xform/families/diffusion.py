@@ -17,7 +17,7 @@ from ..schedules import Schedule
 from ..schedules import schedule as make_schedule
 from ..transforms import ODESettings
 from . import diffusion_sampling
-from .continuous import ContinuousTimeXform
+from .continuous import ContinuousTimeXform, resolve_standardize
 
 __all__ = ["SAMPLERS", "SDES", "TIME_SAMPLING", "Diffusion"]
 
@@ -151,15 +151,22 @@ class Diffusion(ContinuousTimeXform):
             ``True``/``"marginal"`` by the data's mean and standard deviation,
             ``"regression"`` (conditional models) by the least-squares regression of the data
             on the context and the residuals' covariance (see
-            :class:`~pyro_xform.transforms.ConditionalStandardize`), or ``False``.
+            :class:`~pyro_xform.transforms.ConditionalStandardize`), ``False``, or ``"auto"``
+            (default): ``"regression"`` for a conditional model (a plain ``fit`` then gives
+            a posterior estimator as good as an NSF's, ``bench/conditional.py``),
+            ``"marginal"`` for an unconditional one.
         gaussian_skip: predict the noise as :math:`\\sigma_s c_{in}(s)\\,u +
             \\varepsilon_\\theta(u, s, c)`, the exact prediction for standard Gaussian data
             plus a network that starts at zero (Karras et al.'s :math:`c_{skip}`): the
             model starts as the Gaussian fit of the standardized data, and with
             ``standardize="regression"`` as the linear-Gaussian fit of :math:`x \\mid c`.
-            Default: on for ``"edm"``, off for VP and VE (there, without the output scale,
-            DSM training with it can give a probability-flow density that diverges on
-            held-out data in higher dimension, ``bench/MEASUREMENTS.md``).
+            Default: on for ``"edm"`` and for a model standardized by its regression on the
+            context (a conditional model's default: it then starts as the linear-Gaussian
+            posterior, and a plain ``fit`` is a posterior estimator as good as an NSF's,
+            ``bench/conditional.py``); off for an unconditional VP or VE model (there,
+            without the output scale, DSM training with it can give a probability-flow
+            density that diverges on held-out data in higher dimension,
+            ``bench/MEASUREMENTS.md``).
         time_sampling: ``"uniform"`` times; ``"likelihood"``: times drawn with density
             :math:`\\propto g^2(s)/\\sigma_s^2`, which turns the noise-prediction loss into
             the likelihood-weighted score-matching loss, a bound on the negative
@@ -204,7 +211,7 @@ class Diffusion(ContinuousTimeXform):
         sigma_max: float | None = None,
         eps: float | None = None,
         ode: ODESettings | dict | None = None,
-        standardize: bool | str = True,
+        standardize: bool | str = "auto",
         time_sampling: str | None = None,
         gaussian_skip: bool | None = None,
         lognormal: tuple[float, float] = (-1.0, 1.6),
@@ -224,7 +231,10 @@ class Diffusion(ContinuousTimeXform):
         eps = schedule.eps if eps is None else eps
         if not 0 <= eps < 1 or (sde == "vp" and eps == 0):
             raise ValueError(f"eps must lie in [0, 1) (and be > 0 for VP), got {eps}")
-        gaussian_skip = edm if gaussian_skip is None else bool(gaussian_skip)
+        standardize = resolve_standardize(standardize, context)
+        if gaussian_skip is None:
+            gaussian_skip = edm or standardize == "regression"
+        gaussian_skip = bool(gaussian_skip)
         net = TimeMLP(features, context, hidden, activation, time_features, gaussian_skip, film)
         super().__init__(
             features,

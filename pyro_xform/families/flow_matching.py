@@ -15,7 +15,7 @@ from ..nn import TimeMLP
 from ..schedules import Schedule
 from ..schedules import schedule as make_schedule
 from ..transforms import ODESettings
-from .continuous import ContinuousTimeXform
+from .continuous import ContinuousTimeXform, resolve_standardize
 
 __all__ = ["COUPLINGS", "PATHS", "TIME_SAMPLING", "FlowMatching", "gaussian_rate", "ot_pairing"]
 
@@ -155,7 +155,10 @@ class FlowMatching(ContinuousTimeXform):
             ``True``/``"marginal"`` by the data's mean and standard deviation,
             ``"regression"`` (conditional models) by the least-squares regression of the data
             on the context and the residuals' covariance (see
-            :class:`~pyro_xform.transforms.ConditionalStandardize`), or ``False``.
+            :class:`~pyro_xform.transforms.ConditionalStandardize`), ``False``, or ``"auto"``
+            (default): ``"regression"`` for a conditional model (a plain ``fit`` then gives
+            a posterior estimator as good as an NSF's, ``bench/conditional.py``),
+            ``"marginal"`` for an unconditional one.
         gaussian_skip: the field is :math:`r(t)\\,x + v_\\theta(x, t, c)`, with :math:`r(t)\\,x`
             the exact field from :math:`\\mathcal N(0, I)` to :math:`\\mathcal N(0, I)`
             (:func:`gaussian_rate`) and :math:`v_\\theta` starting at zero: the model starts as
@@ -203,7 +206,7 @@ class FlowMatching(ContinuousTimeXform):
         guidance_dropout: float = 0.0,
         guidance: float = 1.0,
         ode: ODESettings | dict | None = None,
-        standardize: bool | str = True,
+        standardize: bool | str = "auto",
         gaussian_skip: bool = False,
         film: bool = False,
         time_sampling: str = "uniform",
@@ -222,6 +225,7 @@ class FlowMatching(ContinuousTimeXform):
         if guidance != 1.0 and not guidance_dropout:
             raise ValueError("a guidance scale other than 1 needs a model trained with guidance_dropout > 0")
         schedule = make_schedule(path, **({"sigma_min": sigma_min} if path == "condot" else {}))
+        standardize = resolve_standardize(standardize, context, guided=guidance_dropout > 0)
         if guidance_dropout and standardize == "regression":
             raise ValueError(
                 "classifier-free guidance mixes conditional and unconditional fields in one standardized "
