@@ -329,7 +329,11 @@ def register_normal(module: nn.Module, name: str, size: int) -> None:
 def normal(module: nn.Module, name: str, batch_shape=()) -> torch.distributions.Distribution:
     """The normal of :func:`register_normal`'s buffers ``name``, with ``batch_shape``."""
     loc, scale = getattr(module, f"{name}_loc"), getattr(module, f"{name}_scale")
-    return pdist.Normal(loc, scale).to_event(1).expand(torch.Size(batch_shape))
+    # Built on every call of a model (each SVI step of a guide): the buffers are valid by
+    # construction, so the parameter checks are skipped, and so is an empty expand.
+    d = pdist.Normal(loc, scale, validate_args=False).to_event(1)
+    batch_shape = torch.Size(batch_shape)
+    return d.expand(batch_shape) if batch_shape else d
 
 
 def spec_of(value: Any) -> Any:
