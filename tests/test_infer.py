@@ -15,6 +15,7 @@ import pyro_xform as px
 from pyro_xform.infer import (
     AutoXformGuide,
     BaseReparam,
+    LikelihoodEstimator,
     PosteriorEstimator,
     guides,
     psis_khat,
@@ -299,3 +300,49 @@ def test_estimator_defaults_apply_and_yield_to_the_user(monkeypatch):
     mle = px.objectives.MaximumLikelihood(solver="rk4", steps=2)
     pe.train(100, steps=1, objective=mle, progress=False, seed=0)
     assert seen["objective"] is mle
+
+
+# ------------------------------------------------------------------ likelihood estimation
+def _noisy_identity(x=None):
+    theta = pyro.sample("theta", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    return pyro.sample("x", dist.Normal(theta, 0.5).to_event(1), obs=x)
+
+
+def test_likelihood_estimator_is_the_likelihood_of_a_pyro_model_under_nuts():
+    """q(x | theta) learns N(theta, 0.5^2); as the observation site of a model with five
+    i.i.d. trials under a plate, NUTS gives the exact conjugate posterior N(4 sum x / 21, 1/21)."""
+    pyro.set_rng_seed(0)
+    nle = LikelihoodEstimator(_noisy_identity, hidden=(32, 32), transforms=2)
+    nle.train(2000, steps=300, progress=False, seed=0)
+    theta = torch.randn(200, 2)
+    x = theta + 0.5 * torch.randn(200, 2)
+    with torch.no_grad():
+        error = nle.likelihood(theta).log_prob(x) - dist.Normal(theta, 0.5).to_event(1).log_prob(x)
+    assert float(error.abs().mean()) < 0.3
+
+    x_obs = torch.tensor([0.8, -0.4]) + 0.5 * torch.randn(5, 2)
+
+    def model(x_obs):
+        theta = pyro.sample("theta", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        with pyro.plate("trials", len(x_obs)):
+            pyro.sample("x", nle.likelihood(theta), obs=x_obs)
+
+    mcmc = MCMC(NUTS(model), num_samples=150, warmup_steps=100, disable_progbar=True)
+    mcmc.run(x_obs)
+    draws = mcmc.get_samples()["theta"]
+    assert torch.allclose(draws.mean(0), 4 * x_obs.sum(0) / 21, atol=0.15)
+    assert torch.allclose(draws.std(0), torch.full((2,), 21**-0.5), rtol=0.35)
+
+
+def test_likelihood_estimator_refuses_bad_input():
+    nle = LikelihoodEstimator(_noisy_identity, hidden=(8,), transforms=1)
+    with pytest.raises(RuntimeError, match="train"):
+        nle.likelihood(torch.zeros(2))
+    with pytest.raises(ValueError, match="both"):
+        nle.train(theta=torch.zeros(10, 2))
+    nle.train(100, steps=2, progress=False, seed=0)
+    assert nle.family.features == 2 and nle.family.context_features == 2
+    with pytest.raises(ValueError, match="3 numbers per draw"):
+        nle.likelihood(torch.zeros(3))
+    with pytest.raises(ValueError, match="NaN"):
+        nle.train(theta=torch.full((10, 2), math.nan), x=torch.zeros(10, 2), steps=1, progress=False)

@@ -5,6 +5,7 @@ from . import simulators
 from .amortized import ESTIMATORS, Estimator, PosteriorEstimator, simulate
 from .diagnostics import psis_khat, to_inference_data
 from .guides import AutoXformGuide
+from .likelihood import LikelihoodEstimator
 from .reparam import BaseReparam
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "AutoXformGuide",
     "BaseReparam",
     "Estimator",
+    "LikelihoodEstimator",
     "PosteriorEstimator",
     "psis_khat",
     "simulate",
