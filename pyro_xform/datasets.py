@@ -1,8 +1,9 @@
 """Offline data sets with fixed seeds and splits.
 
 2-D toys as defined in FFJORD's code (``8gaussians``, ``checkerboard``, ``moons``,
-``pinwheel``, ``rings``, ``2spirals``) and scikit-learn's bundled 8x8 digits, uniformly
-dequantized. Nothing is downloaded.
+``pinwheel``, ``rings``, ``2spirals``), scikit-learn's bundled 8x8 digits, uniformly
+dequantized (as vectors or as ``(1, 8, 8)`` images), and Fashion-MNIST read from the IDX
+files that Debian's ``dataset-fashion-mnist`` package installs. Nothing is downloaded.
 
 References:
     FFJORD: Free-form Continuous Dynamics for Scalable Reversible Generative Models
@@ -11,14 +12,32 @@ References:
 
 from __future__ import annotations
 
+import gzip
 import math
+import os
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["TOYS", "Dequantize", "Split", "bits_per_dim", "digits", "load", "toy"]
+__all__ = [
+    "FASHION_MNIST",
+    "TOYS",
+    "Dequantize",
+    "Labelled",
+    "Split",
+    "bits_per_dim",
+    "digits",
+    "fashion_mnist",
+    "load",
+    "read_idx",
+    "toy",
+]
+
+#: Where Debian's ``dataset-fashion-mnist`` package puts the Fashion-MNIST IDX files.
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 class Split(NamedTuple):
@@ -26,6 +45,15 @@ class Split(NamedTuple):
 
     train: Tensor
     test: Tensor
+
+
+class Labelled(NamedTuple):
+    """A train/test pair of tensors with their class labels (``torch.long``)."""
+
+    train: Tensor
+    test: Tensor
+    train_labels: Tensor
+    test_labels: Tensor
 
 
 def _8gaussians(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -113,16 +141,19 @@ def toy(name: str, n: int = 10_000, seed: int = 0, dtype: torch.dtype | None = N
     return torch.as_tensor(TOYS[name](rng, n), dtype=dtype or torch.get_default_dtype())
 
 
-def digits(dtype: torch.dtype | None = None, seed: int = 0) -> Split:
+def digits(dtype: torch.dtype | None = None, seed: int = 0, *, image: bool = False) -> Split:
     """scikit-learn's bundled 8x8 digits (1797 x 64), uniformly dequantized to ``[0, 1)``.
 
     Pixel values :math:`v \\in \\{0, \\dots, 16\\}` become :math:`(v + u)/17` with
-    :math:`u \\sim U[0, 1)`; the 80/20 split (1437/360) is fixed.
+    :math:`u \\sim U[0, 1)`; the 80/20 split (1437/360) is fixed. With ``image=True`` each
+    digit is a ``(1, 8, 8)`` image (channels first), the small stand-in for image data.
 
     Examples:
         >>> split = digits()
         >>> split.train.shape, split.test.shape
         (torch.Size([1437, 64]), torch.Size([360, 64]))
+        >>> digits(image=True).train.shape
+        torch.Size([1437, 1, 8, 8])
     """
     from sklearn.datasets import load_digits
 
@@ -132,7 +163,86 @@ def digits(dtype: torch.dtype | None = None, seed: int = 0) -> Split:
     x = (pixels + rng.random(pixels.shape)) / 17.0
     x = torch.as_tensor(x[order], dtype=dtype or torch.get_default_dtype())
     n_train = int(0.8 * len(x))
+    if image:
+        x = x.reshape(-1, 1, 8, 8)
     return Split(x[:n_train], x[n_train:])
+
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An array from an IDX file (the MNIST format), gzipped (``.gz``) or not: two zero
+    bytes, a type code, the number of dimensions, each dimension as a big-endian int32,
+    then the values in row-major order.
+
+    Raises:
+        ValueError: a file that is not IDX, or whose size does not match its header.
+    """
+    path = Path(path)
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    dims = raw[3]
+    header = 4 + 4 * dims
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    if len(raw) != header + dtype.itemsize * math.prod(shape):
+        raise ValueError(
+            f"{path}: the header says shape {shape}, the file holds {len(raw) - header} bytes of data"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _idx_file(root: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(
+        f"Fashion-MNIST's {stem}[.gz] is not in {root}. Install Debian's package "
+        "(apt-get install dataset-fashion-mnist, which puts the files in "
+        f"{FASHION_MNIST}) or pass root= a directory that holds the four IDX files; "
+        "pyro_xform never downloads data"
+    )
+
+
+def fashion_mnist(
+    root: str | os.PathLike | None = None, *, dtype: torch.dtype | None = None, seed: int = 0
+) -> Labelled:
+    """Fashion-MNIST (60,000 training and 10,000 test images of 28 x 28 garments, ten
+    classes) as ``(N, 1, 28, 28)`` images uniformly dequantized to ``[0, 1)``: pixel
+    :math:`v \\in \\{0, \\dots, 255\\}` becomes :math:`(v + u)/256`, :math:`u \\sim U[0, 1)`
+    (bits per dimension: :func:`bits_per_dim` with ``levels=256``), with the labels.
+
+    Read from ``root`` (default :data:`FASHION_MNIST`, where Debian's
+    ``dataset-fashion-mnist`` package installs the IDX files), never downloaded.
+
+    Raises:
+        FileNotFoundError: the files are absent (the message names the package and ``root``).
+
+    References:
+        Fashion-MNIST: a novel image dataset for benchmarking machine learning algorithms
+        (Xiao, Rasul, Vollgraf, 2017, arXiv:1708.07747).
+    """
+    root = FASHION_MNIST if root is None else Path(root)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for split in ("train", "t10k"):
+        images = read_idx(_idx_file(root, f"{split}-images-idx3-ubyte"))
+        labels = read_idx(_idx_file(root, f"{split}-labels-idx1-ubyte"))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"{root}: {split} images of shape {images.shape} and labels of shape {labels.shape} "
+                "are not (N, H, W) images with N labels"
+            )
+        x = (images.astype(np.float64) + rng.random(images.shape)) / 256.0
+        x = torch.as_tensor(x[:, None], dtype=dtype or torch.get_default_dtype())
+        # (255 + u) / 256 rounds to 1 in float32 for u near 1: keep [0, 1) half-open.
+        below_one = torch.nextafter(torch.ones((), dtype=x.dtype), torch.zeros((), dtype=x.dtype))
+        parts.append(x.clamp_(max=below_one))
+        parts.append(torch.as_tensor(labels.astype(np.int64)))
+    return Labelled(parts[0], parts[2], parts[1], parts[3])
 
 
 class Dequantize:
@@ -169,7 +279,8 @@ class Dequantize:
 
 
 def load(name: str, n_train: int = 10_000, n_test: int = 5_000, dtype: torch.dtype | None = None) -> Split:
-    """A fixed train/test split of a named data set (a toy or ``"digits"``).
+    """A fixed train/test split of a named data set (a toy, ``"digits"``, or
+    ``"fashion-mnist"`` from its Debian package, see :func:`fashion_mnist`).
 
     Examples:
         >>> train, test = load("8gaussians", n_train=50, n_test=20)
@@ -178,6 +289,8 @@ def load(name: str, n_train: int = 10_000, n_test: int = 5_000, dtype: torch.dty
     """
     if name == "digits":
         return digits(dtype)
+    if name == "fashion-mnist":
+        return Split(*fashion_mnist(dtype=dtype)[:2])
     return Split(toy(name, n_train, seed=0, dtype=dtype), toy(name, n_test, seed=1, dtype=dtype))
 
 

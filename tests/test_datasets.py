@@ -48,3 +48,53 @@ def test_bits_per_dim():
 def test_unknown_names():
     with pytest.raises(ValueError, match="unknown"):
         datasets.toy("spiral")
+
+
+def _write_idx(path, array, gz):
+    import gzip
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    raw = header + array.tobytes()
+    (gzip.open if gz else open)(path, "wb").write(raw)
+
+
+def test_fashion_mnist_reads_idx_files_and_never_downloads(tmp_path):
+    """The reader takes gzipped or plain IDX files from a directory; absent files name the
+    Debian package and the root argument."""
+    import numpy as np
+
+    images = np.arange(3 * 4 * 4).reshape(3, 4, 4) % 256
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images, gz=True)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", [1, 2, 3], gz=True)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", images[:2] + 250, gz=False)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", [9, 0], gz=False)
+    data = datasets.fashion_mnist(tmp_path)
+    assert data.train.shape == (3, 1, 4, 4) and data.test.shape == (2, 1, 4, 4)
+    assert data.train_labels.tolist() == [1, 2, 3] and data.test_labels.dtype == torch.long
+    # Dequantized: the pixel is the floor of 256 x, and the values stay in [0, 1).
+    assert torch.equal((data.train[:, 0] * 256).floor(), torch.as_tensor(images, dtype=data.train.dtype))
+    assert float(data.test.max()) < 1 and float(data.train.min()) >= 0
+    with pytest.raises(FileNotFoundError, match=r"dataset-fashion-mnist.*root="):
+        datasets.fashion_mnist(tmp_path / "elsewhere")
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="IDX"):
+        datasets.read_idx(tmp_path / "bad")
+    _write_idx(tmp_path / "short", images, gz=False)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-1])
+    with pytest.raises(ValueError, match="header"):
+        datasets.read_idx(tmp_path / "short")
+
+
+@pytest.mark.skipif(not datasets.FASHION_MNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
+def test_fashion_mnist_from_the_debian_package():
+    train, test = datasets.load("fashion-mnist")
+    assert train.shape == (60_000, 1, 28, 28) and test.shape == (10_000, 1, 28, 28)
+    assert 0 <= float(train.min()) and float(train.max()) < 1
+
+
+def test_digits_as_images():
+    flat, images = datasets.digits(), datasets.digits(image=True)
+    assert images.train.shape == (1437, 1, 8, 8) and torch.equal(images.test.reshape(360, 64), flat.test)
