@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..core import Xform, XformDistribution
 from ..fit import FitResult
-from .amortized import PosteriorEstimator, _names, simulate
+from .amortized import PosteriorEstimator, simulate
 
 __all__ = ["LikelihoodEstimator"]
 
@@ -76,12 +76,19 @@ class LikelihoodEstimator:
         dtype: torch.dtype | None = None,
         **family_kwargs,
     ) -> None:
-        self.model, self.parameters, self.observed = model, _names(parameters), observed
         # A posterior estimator of x given theta: the same training, standardization and
         # placement, with nothing to truncate (the observations have no prior box).
         self._estimator = PosteriorEstimator(
-            model, estimator, truncate=False, device=device, dtype=dtype, **family_kwargs
+            model,
+            estimator,
+            parameters=parameters,
+            observed=observed,
+            truncate=False,
+            device=device,
+            dtype=dtype,
+            **family_kwargs,
         )
+        self.model, self.parameters, self.observed = model, self._estimator.parameters, observed
 
     @property
     def family(self) -> Xform | None:
