@@ -347,7 +347,7 @@ class PosteriorEstimator:
             ValueError: pairs with NaN or Inf values, mismatched rows, or (with
                 ``truncate=True``) parameters outside the prior's support.
         """
-        theta, x = self._simulations(num_simulations, theta, x, seed)
+        theta, x = self.simulations(num_simulations, theta, x, seed)
         family = self._build(theta.shape[1], x.shape[1])
         self.prior_support = self._support(theta.shape[1])
         theta, x = theta.to(self.device, self.dtype), x.to(self.device, self.dtype)
@@ -372,8 +372,15 @@ class PosteriorEstimator:
             **fit_kwargs,
         )
 
-    def _simulations(self, num_simulations, theta, x, seed) -> tuple[Tensor, Tensor]:
-        """The training pairs, simulated or given, flattened and checked."""
+    def simulations(
+        self, num_simulations: int | None, theta: Tensor | None, x: Tensor | None, seed: int | None
+    ) -> tuple[Tensor, Tensor]:
+        """The training pairs, simulated from the model (``num_simulations``) or given
+        (``theta``, ``x``), flattened to one row each and checked.
+
+        Raises:
+            ValueError: neither or only one of ``theta``, ``x``; mismatched rows; NaN or Inf.
+        """
         if (theta is None) != (x is None):
             raise ValueError("give both theta and x, or neither")
         if theta is None:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..core import Xform, XformDistribution
 from ..fit import FitResult
-from .amortized import PosteriorEstimator, simulate
+from .amortized import PosteriorEstimator
 
 __all__ = ["LikelihoodEstimator"]
 
@@ -125,14 +125,7 @@ class LikelihoodEstimator:
         Raises:
             ValueError: pairs with NaN or Inf values or mismatched rows.
         """
-        if (theta is None) != (x is None):
-            raise ValueError("give both theta and x, or neither")
-        if theta is None:
-            if num_simulations is None:
-                raise ValueError("give num_simulations, or theta and x")
-            theta, x = simulate(
-                self.model, num_simulations, parameters=self.parameters, observed=self.observed, seed=seed
-            )
+        theta, x = self._estimator.simulations(num_simulations, theta, x, seed)
         return self._estimator.train(theta=x, x=theta, validation=validation, seed=seed, **fit_kwargs)
 
     def likelihood(self, theta: Tensor, **settings) -> XformDistribution:
