@@ -86,6 +86,8 @@ def test_vae_defaults_a_flow_prior_and_a_scale_that_fits_the_code_size(tmp_path)
     assert isinstance(small.prior, px.NSF) and not small.analytic_kl
     assert not small.heteroscedastic and large.heteroscedastic
     assert isinstance(small.log_scale, torch.nn.Parameter)
+    # Only the normal likelihood has a scale: no parameter that never gets a gradient.
+    assert not isinstance(px.VAE(2, latent=2, likelihood="bernoulli").log_scale, torch.nn.Parameter)
     data = torch.randn(256, 2) * torch.tensor([3.0, 0.5])
     small.initialize(data)
     assert torch.allclose(small.log_scale.exp(), 0.05 * data.std(0))

@@ -199,7 +199,7 @@ class VAE(Xform):
         h = _POSTERIOR_CONTEXT if flow is not None else 0
         self.encoder = MLP(features, 2 * latent + h, hidden, context, activation, zero_last=False)
         if scale == "auto":
-            scale = "learned" if features <= latent else "decoder"
+            scale = "learned" if likelihood == "normal" and features <= latent else "decoder"
         self.heteroscedastic = likelihood == "normal" and scale == "decoder"
         outputs = 2 * features if self.heteroscedastic else features
         self.decoder = MLP(latent, outputs, hidden[::-1], context, activation, zero_last=False)
