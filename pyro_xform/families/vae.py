@@ -104,19 +104,18 @@ class VAE(Xform):
         scale: the normal likelihood's standard deviation: ``"decoder"`` (an output of the
             decoder, so it depends on :math:`z`), ``"learned"`` (one parameter per feature,
             starting at 0.05 of the feature's standard deviation in the first batch), a number
-            (fixed), or ``"auto"``: ``"learned"`` where the code is as large as the datum
-            (``features <= latent``), else ``"decoder"``. Where the code can hold the whole
-            datum a precise decoder is attainable, and one that starts precise has to use the
-            code; a noise that grows with :math:`z` there explains the data as noise and leaves
-            the latent unused (posterior collapse). Where the code compresses, the
-            reconstruction error is intrinsic and depends on :math:`z` (the background of an
-            image against its strokes), and a shared scale that starts small generalizes badly
-            (``bench/MEASUREMENTS.md``).
+            (fixed), or ``"auto"``: ``"learned"`` for the normal likelihood where the code is
+            as large as the datum (``features <= latent``), else ``"decoder"``. Where the
+            code can hold the whole datum a precise decoder is attainable, and one that starts
+            precise has to use the code; a noise that grows with :math:`z` there explains the
+            data as noise and leaves the latent unused (posterior collapse). Where the code
+            compresses, the reconstruction error is intrinsic and depends on :math:`z` (the
+            background of an image against its strokes), and a shared scale that starts
+            small generalizes badly (``bench/MEASUREMENTS.md``).
         prior: ``"flow"`` (a small :class:`~pyro_xform.NSF` over the latent space, two
             transforms of 64 x 64, trained jointly: it takes the shape of the codes' aggregate
-            posterior), ``None``
-            (standard normal) or an exact model with ``features == latent`` and ``context``
-            either 0 or the VAE's.
+            posterior), ``None`` (standard normal) or an exact model with
+            ``features == latent`` and ``context`` either 0 or the VAE's.
         posterior: ``"normal"``, ``"iaf"`` or an exact model over the latent with
             ``context == 32``.
         particles: :math:`K` of ``log_prob``.
