@@ -111,6 +111,21 @@ def _final_elbo(guide, steps=500):
     return sum(losses[-40:]) / 40
 
 
+def test_every_guide_parameter_trains_after_the_first_step():
+    """SVI optimizes the parameters its step's trace saw: a chain kept from the first step
+    must not hide the affine map's parameters from later steps."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoXformGuide(_correlated, "IAF", hidden=(8,), transforms=1)
+    svi = SVI(_correlated, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    svi.step()
+    before = {name: p.detach().clone() for name, p in guide.named_parameters()}
+    for _ in range(3):
+        svi.step()
+    frozen = [name for name, p in guide.named_parameters() if torch.equal(p.detach(), before[name])]
+    assert not frozen and any(name.startswith("affine") for name in before)
+
+
 def test_flow_guide_beats_mean_field_on_a_correlated_posterior():
     pyro.set_rng_seed(0)
     flow_loss = _final_elbo(AutoXformGuide(_correlated, "NSF", hidden=(16,), transforms=2))

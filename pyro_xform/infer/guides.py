@@ -153,17 +153,20 @@ class AutoXformGuide(AutoContinuous):
     def get_posterior(self, *args, **kwargs) -> XformDistribution:
         """The posterior over the packed unconstrained latents, given the model's arguments."""
         inner = self.xform(self._context(*args, **kwargs), **self._settings)
-        chain = self._chain(inner.bijector)
+        # Reading the modules through the guide (a PyroModule) puts their parameters in this
+        # step's trace, which is what SVI optimizes: a chain held from an earlier step alone
+        # would leave the affine map's parameters out.
+        chain = self._chain(inner.bijector, self.affine)
         return XformDistribution(inner.base_dist, chain, inner.context, log_prob_kind="exact")
 
-    def _chain(self, bijector: nn.Module) -> Chain:
-        """The family's transform followed by the affine map, built once per transform (a
+    def _chain(self, bijector: nn.Module, affine: nn.Module) -> Chain:
+        """The family's transform followed by the affine map, built once per pair (a
         discrete flow hands over the same transform every step; an ODE family may not)."""
         cached = self.__dict__.get("_chain_cache")
-        if cached is None or cached[0] is not bijector:
+        if cached is None or cached[0] is not bijector or cached[1] is not affine:
             # A plain tuple, not a submodule: the parameters stay registered once.
-            self.__dict__["_chain_cache"] = cached = (bijector, Chain([bijector, self.affine]))
-        return cached[1]
+            self.__dict__["_chain_cache"] = cached = (bijector, affine, Chain([bijector, affine]))
+        return cached[2]
 
     @torch.no_grad()
     def _draws(self, num_samples: int, *args, **kwargs) -> torch.Tensor:
