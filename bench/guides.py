@@ -15,6 +15,8 @@ Reported per guide: the final ELBO (4000 draws; higher is better), Pyro's PSIS k
 (below 0.7 usable, below 0.5 good), the held-out predictive log-likelihood where there
 are held-out data, the error of the posterior's key scalar (mean and sd, in posterior
 sd units) against NUTS (or the exact posterior), and the seconds per 100 SVI steps.
+``--speed`` prints only the time per step of our IAF guide at ``AutoIAFNormal``'s size
+against ``AutoIAFNormal`` on eight schools (interleaved rounds, medians).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import statistics
 import time
 
 import pyro
@@ -184,6 +187,32 @@ def reference(name: str, model, key, samples: int) -> torch.Tensor:
     return key(draws)
 
 
+def step_ratio(rounds: int = 5, steps: int = 300, particles: int = 8) -> None:
+    """Time per SVI step on centered eight schools of our IAF guide at Pyro's
+    ``AutoIAFNormal`` size (one transform, 3D + 3 hidden units) against ``AutoIAFNormal``,
+    in interleaved rounds (the median ratio)."""
+    hidden = 3 * 10 + 3
+    pair = {
+        "AutoIAFNormal": AutoIAFNormal,
+        "AutoXformGuide(IAF, same size)": functools.partial(
+            AutoXformGuide, family="IAF", transforms=1, hidden=(hidden,)
+        ),
+    }
+    times: dict[str, list[float]] = {label: [] for label in pair}
+    sizes = {}
+    for _ in range(rounds):
+        for label, make in pair.items():
+            _, per100 = train(eight_schools, make, 20, particles, 0)  # builds and warms up
+            guide, per100 = train(eight_schools, make, steps, particles, 0)
+            times[label].append(per100 * 10)  # ms a step
+            sizes[label] = sum(p.numel() for p in guide.parameters())
+    print("\nSVI step time, centered eight schools (median of interleaved rounds)")
+    for label, values in times.items():
+        print(f"  {label:<32} {statistics.median(values):6.2f} ms  {sizes[label]} parameters")
+    theirs, ours = (statistics.median(times[label]) for label in pair)
+    print(f"  ours / AutoIAFNormal: {ours / theirs:.3f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
@@ -193,9 +222,13 @@ def main() -> None:
     parser.add_argument("--nuts", type=int, default=200, help="NUTS warm-up and draws")
     parser.add_argument("--problems", nargs="*", default=list(PROBLEMS))
     parser.add_argument("--guides", nargs="*", default=list(GUIDES))
+    parser.add_argument("--speed", action="store_true", help="only the equal-size step-time ratio")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
+    if args.speed:
+        step_ratio(particles=args.particles)
+        return
     print(
         f"{args.steps} SVI steps, {args.particles} vectorized particles, ClippedAdam(5e-3), seed {args.seed}"
     )
