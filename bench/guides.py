@@ -202,7 +202,9 @@ def step_ratio(rounds: int = 5, steps: int = 300, particles: int = 8) -> None:
     sizes = {}
     for _ in range(rounds):
         for label, make in pair.items():
-            _, per100 = train(eight_schools, make, 20, particles, 0)  # builds and warms up
+            # A short run first, so that one-time costs (first calls, allocations) stay out
+            # of the timed one; each run builds its guide afresh.
+            train(eight_schools, make, 20, particles, 0)
             guide, per100 = train(eight_schools, make, steps, particles, 0)
             times[label].append(per100 * 10)  # ms a step
             sizes[label] = sum(p.numel() for p in guide.parameters())

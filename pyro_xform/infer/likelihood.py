@@ -88,7 +88,21 @@ class LikelihoodEstimator:
             dtype=dtype,
             **family_kwargs,
         )
-        self.model, self.parameters, self.observed = model, self._estimator.parameters, observed
+
+    @property
+    def model(self) -> Callable:
+        """The simulator."""
+        return self._estimator.model
+
+    @property
+    def parameters(self) -> list[str]:
+        """The parameter site names, in the order their values are concatenated."""
+        return self._estimator.parameters
+
+    @property
+    def observed(self) -> str:
+        """The observation site name."""
+        return self._estimator.observed
 
     @property
     def family(self) -> Xform | None:
