@@ -123,9 +123,27 @@ if __name__ == "__main__":
     rank = int(os.environ["RANK"])
     result = globals()[scenario](out, rank)
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
-    # Leave together, so that no rank tears its group down under a peer still talking to it.
+    # Leave together, so that no rank tears its group down under a peer still talking to it,
+    # and rank 0, which hosts the rendezvous store, last.
+    import time
+
     import torch.distributed as dist
 
     if scenario != "dies" and dist.is_initialized():
         dist.barrier()
+        world = dist.get_world_size()
         dist.destroy_process_group()
+        open(os.path.join(out, f"left{rank}"), "w").close()
+        deadline = time.monotonic() + 60
+        while rank == 0 and time.monotonic() < deadline:
+            if all(os.path.exists(os.path.join(out, f"left{r}")) for r in range(world)):
+                break
+            time.sleep(0.05)
+        for r in range(world) if rank == 0 else ():
+            if os.path.exists(os.path.join(out, f"left{r}")):
+                os.remove(os.path.join(out, f"left{r}"))
+    # The results are on disk and the group is gone: skip the interpreter's teardown, where
+    # gloo's worker threads can still abort the process (pytorch/pytorch#179291).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
