@@ -34,10 +34,13 @@ __all__ = [
     "XformDistribution",
     "as_xform",
     "check_context",
+    "event_shape_of",
+    "flatten_event",
     "is_count",
     "normal",
     "register_normal",
     "spec_of",
+    "unflatten_event",
 ]
 
 #: What ``log_prob`` returns: the exact density, a lower bound, an estimate, or nothing.
@@ -47,6 +50,38 @@ LOG_PROB_KINDS = ("exact", "lower_bound", "estimate", None)
 def is_count(value: Any, minimum: int = 1) -> bool:
     """Whether ``value`` is an ``int`` (not a ``bool``) of at least ``minimum``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def event_shape_of(features: Any) -> torch.Size:
+    """The event shape a ``features`` argument names: an int ``n`` is ``(n,)``, a sequence of
+    positive ints (a tuple, or the list a JSON config holds) is that shape.
+
+    Raises:
+        ValueError: anything else (zero or negative sizes, an empty shape, floats, bools).
+
+    Examples:
+        >>> event_shape_of(3), event_shape_of([1, 8, 8])
+        (torch.Size([3]), torch.Size([1, 8, 8]))
+    """
+    if is_count(features):
+        return torch.Size((features,))
+    if isinstance(features, (tuple, list, torch.Size)) and features and all(is_count(n) for n in features):
+        return torch.Size(features)
+    raise ValueError(f"features must be a positive int or a shape of positive ints, got {features!r}")
+
+
+def flatten_event(x: Tensor, event_shape: torch.Size) -> Tensor:
+    """``x`` of shape ``(..., *event_shape)`` as ``(..., prod(event_shape))``: the flat view
+    every transform and network works on (a view where ``x`` is contiguous)."""
+    if len(event_shape) == 1:
+        return x
+    lead = x.shape[: x.dim() - len(event_shape)]
+    return x.reshape(*lead, event_shape.numel())
+
+
+def unflatten_event(x: Tensor, event_shape: torch.Size) -> Tensor:
+    """``x`` of shape ``(..., prod(event_shape))`` as ``(..., *event_shape)``."""
+    return x if len(event_shape) == 1 else x.reshape(*x.shape[:-1], *event_shape)
 
 
 def check_context(context: Tensor | None, size: int, *, name: str = "context") -> Tensor | None:
@@ -94,6 +129,8 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
         transform: the bijector, base → data.
         context: conditioning tensor broadcasting against the batch shape, or ``None``.
         log_prob_kind: one of :data:`LOG_PROB_KINDS`.
+        event_shape: the shape of one datum, e.g. ``(1, 28, 28)``, where it is not the flat
+            ``(features,)`` the transform works on; values are reshaped at the boundary.
         validate_args: as in :class:`torch.distributions.Distribution`.
 
     Examples:
@@ -119,6 +156,7 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
         context: Tensor | None = None,
         *,
         log_prob_kind: str | None = "exact",
+        event_shape: tuple[int, ...] | None = None,
         validate_args: bool | None = None,
     ) -> None:
         if log_prob_kind not in LOG_PROB_KINDS:
@@ -126,7 +164,8 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
         self.bijector = transform
         self.context = context
         self.log_prob_kind = log_prob_kind
-        super().__init__(base, [transform.condition(context)], validate_args=validate_args)
+        self.data_shape = None if event_shape is None else torch.Size(event_shape)
+        super().__init__(base, [transform.condition(context, self.data_shape)], validate_args=validate_args)
 
     # -- shape ---------------------------------------------------------------------------
     def expand(self, batch_shape, _instance=None) -> XformDistribution:
@@ -138,6 +177,7 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
             self.bijector,
             expanded_context(self.context, batch_shape),
             log_prob_kind=self.log_prob_kind,
+            event_shape=self.data_shape,
             validate_args=False,
         )
         new._validate_args = self._validate_args
@@ -146,6 +186,10 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
     @property
     def support(self):
         return constraints.independent(constraints.real, len(self.event_shape))
+
+    def unflatten(self, x: Tensor) -> Tensor:
+        """A flat value ``(..., features)`` of the transform as data ``(..., *event_shape)``."""
+        return x if self.data_shape is None else unflatten_event(x, self.data_shape)
 
     @property
     def has_rsample(self) -> bool:
@@ -170,7 +214,7 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
                 return self._forward(torch.Size(sample_shape), False)[0]
             # Where the log-determinant costs extra (an ODE's divergence), a plain draw skips it.
             z = self.base_dist.sample(torch.Size(sample_shape))
-            return self.bijector.forward_value(z, self.context)
+            return self.unflatten(self.bijector.forward_value(z, self.context))
 
     # -- density -------------------------------------------------------------------------
     def log_prob(self, value: Tensor) -> Tensor:
@@ -226,6 +270,8 @@ class GeneratedDistribution(XformDistribution):
         observe: ``G(z) -> distribution`` of the observation noise, or ``None`` (``x = G(z)``).
         reparameterized: whether a draw is differentiable in the parameters.
         no_density: the message of ``log_prob`` for an implicit model.
+        event_shape: the shape of one datum where it is not ``(features,)``: a noiseless
+            draw is reshaped to it, and ``observe`` must return a distribution of it.
         validate_args: as in :class:`torch.distributions.Distribution`.
 
     Examples:
@@ -247,6 +293,7 @@ class GeneratedDistribution(XformDistribution):
         observe=None,
         reparameterized: bool = True,
         no_density: str | None = None,
+        event_shape: tuple[int, ...] | None = None,
         validate_args: bool | None = None,
     ) -> None:
         if log_prob_kind not in LOG_PROB_KINDS:
@@ -256,9 +303,10 @@ class GeneratedDistribution(XformDistribution):
         self.latent_map, self.context, self.log_prob_kind = latent_map, context, log_prob_kind
         self.density, self.observe = density, observe
         self.reparameterized, self.no_density = reparameterized, no_density
+        self.data_shape = None if event_shape is None else torch.Size(event_shape)
         # The transformed distribution's own constructor: there is no bijector to hold.
         pdist.TransformedDistribution.__init__(
-            self, base, [latent_map.condition(context)], validate_args=validate_args
+            self, base, [latent_map.condition(context, self.data_shape)], validate_args=validate_args
         )
 
     def expand(self, batch_shape, _instance=None) -> GeneratedDistribution:
@@ -274,6 +322,7 @@ class GeneratedDistribution(XformDistribution):
             observe=self.observe,
             reparameterized=self.reparameterized,
             no_density=self.no_density,
+            event_shape=self.data_shape,
             validate_args=False,
         )
         new._validate_args = self._validate_args
@@ -281,7 +330,7 @@ class GeneratedDistribution(XformDistribution):
 
     @property
     def support(self):
-        return constraints.independent(self.latent_map.support, 1)
+        return constraints.independent(self.latent_map.support, len(self.event_shape))
 
     @property
     def has_rsample(self) -> bool:
@@ -291,10 +340,10 @@ class GeneratedDistribution(XformDistribution):
         base = self.base_dist
         z = base.rsample(sample_shape) if reparameterized else base.sample(sample_shape)
         x = self.latent_map.forward_value(z, self.context)
-        if self.observe is not None:
-            noise = self.observe(x)
-            x = noise.rsample() if reparameterized else noise.sample()
-        return x
+        if self.observe is None:
+            return self.unflatten(x)
+        noise = self.observe(x)
+        return noise.rsample() if reparameterized else noise.sample()
 
     def rsample(self, sample_shape=()) -> Tensor:
         if not self.has_rsample:
@@ -392,7 +441,8 @@ class Xform(nn.Module):
     can be rebuilt from a checkpoint.
 
     Args:
-        features: event size.
+        features: event size, or an event shape such as ``(1, 28, 28)``; :attr:`features` is
+            then the flat size the transform works on and :attr:`event_shape` the shape.
         context: size of the conditioning vector (0 for an unconditional model).
     """
 
@@ -404,19 +454,33 @@ class Xform(nn.Module):
         if "__init__" in cls.__dict__ and not getattr(cls.__init__, "_records_config", False):
             cls.__init__ = _record_config(cls.__init__)
 
-    def __init__(self, features: int, context: int = 0) -> None:
+    def __init__(self, features: int | tuple[int, ...], context: int = 0) -> None:
         super().__init__()
-        if not is_count(features):
-            raise ValueError(f"features must be a positive int, got {features!r}")
+        shape = event_shape_of(features)
         if not is_count(context, 0):
             raise ValueError(f"context must be a non-negative int, got {context!r}")
-        self.features = features
+        self.features = shape.numel()
+        self._event_shape = shape
         self.context_features = context
-        register_normal(self, "base", features)
+        register_normal(self, "base", self.features)
 
     @property
     def event_shape(self) -> torch.Size:
-        return torch.Size((self.features,))
+        """The shape of one datum: ``(features,)``, or the shape the model was built with."""
+        return self._event_shape
+
+    @property
+    def data_shape(self) -> torch.Size | None:
+        """:attr:`event_shape` where it is not flat (what the distributions reshape to), else ``None``."""
+        return self._event_shape if len(self._event_shape) > 1 else None
+
+    def flatten(self, x: Tensor) -> Tensor:
+        """Data ``(..., *event_shape)`` as the flat ``(..., features)`` the networks work on."""
+        return flatten_event(x, self._event_shape)
+
+    def unflatten(self, x: Tensor) -> Tensor:
+        """The flat ``(..., features)`` as data ``(..., *event_shape)``."""
+        return unflatten_event(x, self._event_shape)
 
     @property
     def device(self) -> torch.device:
@@ -473,4 +537,5 @@ class Xform(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"features={self.features}, context={self.context_features}"
+        features = self.features if self.data_shape is None else tuple(self.data_shape)
+        return f"features={features}, context={self.context_features}"

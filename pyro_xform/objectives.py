@@ -335,7 +335,7 @@ class Adversarial(Objective):
         x = x.detach().requires_grad_(True)
         score = model.discriminate(x, context)
         (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True)
-        return score, grad.pow(2).sum(-1)
+        return score, model.flatten(grad).pow(2).sum(-1)
 
     def discriminator_loss(self, model, real, fake, context) -> Tensor:
         if self.loss_kind == "nonsaturating":
@@ -346,7 +346,10 @@ class Adversarial(Objective):
                 real_score, penalty = model.discriminate(real, context), 0.0
             fake_score = model.discriminate(fake, context)
             return (F.softplus(-real_score) + F.softplus(fake_score) + penalty).sum()
-        eps = torch.rand((*real.shape[:-1], 1), dtype=real.dtype, device=real.device)
+        events = len(model.event_shape)  # one interpolation weight per datum
+        eps = torch.rand(
+            (*real.shape[: real.dim() - events], *(1,) * events), dtype=real.dtype, device=real.device
+        )
         _, norm2 = self._gradient_norm2(model, eps * real + (1 - eps) * fake, context)
         penalty = self.gp * (norm2.clamp_min(1e-12).sqrt() - 1).pow(2)
         return (model.discriminate(fake, context) - model.discriminate(real, context) + penalty).sum()
@@ -361,7 +364,7 @@ class Adversarial(Objective):
     def validation_loss(self, model, batch, context):
         with fixed_seed(batch.device):
             fake = _fakes(model, batch.shape[0], context)
-        return torch.tensor(sliced_wasserstein(fake, batch))
+        return torch.tensor(sliced_wasserstein(model.flatten(fake), model.flatten(batch)))
 
     def loss_names(self) -> list[str]:
         return ["generator loss", "discriminator loss"]

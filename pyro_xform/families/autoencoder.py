@@ -80,6 +80,7 @@ class Autoencoder(Xform):
         particles: int = 1000,
     ) -> None:
         super().__init__(features, context)
+        features = self.features  # the flat size the networks work on
         if not is_count(latent):
             raise ValueError(f"latent must be a positive int, got {latent!r}")
         if noise is not None and not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise > 0):
@@ -109,10 +110,12 @@ class Autoencoder(Xform):
         return context if self.density.context_features else None
 
     def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.encoder(x, context)
+        """The code :math:`E(x; c)` of data ``x`` of shape ``(..., *event_shape)``."""
+        return self.encoder(self.flatten(x), context)
 
     def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.decoder(z, context)
+        """The reconstruction :math:`D(z; c)`, shape ``(..., *event_shape)``."""
+        return self.unflatten(self.decoder(z, context))
 
     def latent_distribution(
         self, context: Tensor | None = None, batch_shape=()
@@ -124,11 +127,12 @@ class Autoencoder(Xform):
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
         """Data-dependent initialization of the latent density on the first batch's codes."""
         with torch.no_grad():
-            codes = self.encoder(data, context)
+            codes = self.encode(data, context)
         self.density.initialize(codes, self.density_context(context))
 
     def reconstruction_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
         """The objective ``"reconstruction"`` summed over the batch (see the class)."""
+        batch = self.flatten(batch)
         z = self.encoder(batch, context)
         error = (self.decoder(z, context) - batch).pow(2).sum(-1)
         penalty = self.code_penalty * z.pow(2).sum(-1)
@@ -138,6 +142,7 @@ class Autoencoder(Xform):
     def reconstruction_error(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
         """:math:`\\sum_i \\|D(E(x_i)) - x_i\\|^2`, the validation figure of ``"reconstruction"``
         (the latent density is refitted afterwards, so it does not decide early stopping)."""
+        batch = self.flatten(batch)
         return (self.decoder(self.encoder(batch, context), context) - batch).pow(2).sum()
 
     @torch.no_grad()
@@ -147,9 +152,10 @@ class Autoencoder(Xform):
         :func:`pyro_xform.fit_latent` fits the density to."""
         self.check_data(data)
         context = self.check_context(context)
-        return self.encoder(data, context), self.density_context(context)
+        return self.encode(data, context), self.density_context(context)
 
     def _log_prob(self, value: Tensor, context: Tensor | None) -> Tensor:
+        value = self.flatten(value)
         prior = self.latent_distribution(context, value.shape[:-1])
 
         def log_weights(k: int) -> Tensor:
@@ -168,13 +174,18 @@ class Autoencoder(Xform):
             context,
             log_prob_kind=self.log_prob_kind,
             density=None if noise is None else self._log_prob,
-            observe=None if noise is None else (lambda mean: pdist.Normal(mean, noise).to_event(1)),
+            observe=None if noise is None else self._observation,
+            event_shape=self.data_shape,
             no_density=(
                 "an autoencoder without a decoder noise model has no density (log_prob_kind is "
                 "None): build it with noise=σ for an estimate, use a VAE, or compare by samples "
                 "(pyro_xform.metrics.sliced_wasserstein)"
             ),
         )
+
+    def _observation(self, mean: Tensor) -> torch.distributions.Distribution:
+        """:math:`p(x \\mid z) = \\mathcal N(D(z), \\sigma^2 I)` over the event shape."""
+        return pdist.Normal(self.unflatten(mean), self.noise).to_event(len(self.event_shape))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, latent={self.latent}, noise={self.noise}"

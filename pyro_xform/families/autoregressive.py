@@ -65,6 +65,7 @@ class DiscreteAutoregressive(Xform):
         activation: str = "relu",
     ) -> None:
         super().__init__(features, context)
+        features = self.features  # the flat number of positions
         if not is_count(categories, 2):
             raise ValueError(f"categories must be an int >= 2, got {categories!r}")
         self.categories = categories
@@ -81,7 +82,9 @@ class DiscreteAutoregressive(Xform):
         return self.net(2 * x / (self.categories - 1) - 1, context)
 
     def exact_log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """:math:`\\log p(x \\mid c)` by the chain rule, shape ``x.shape[:-1]``."""
+        """:math:`\\log p(x \\mid c)` by the chain rule of data ``x`` of shape
+        ``(..., *event_shape)``, shape ``(...)``."""
+        x = self.flatten(x)
         logits = self.logits(x, context)
         if context is not None:
             x = x.expand(logits.shape[:-1])
@@ -124,6 +127,7 @@ class DiscreteAutoregressive(Xform):
             log_prob_kind="exact",
             density=self.exact_log_prob,
             reparameterized=False,
+            event_shape=self.data_shape,
         )
 
     def extra_repr(self) -> str:

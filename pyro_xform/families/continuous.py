@@ -70,6 +70,7 @@ class ContinuousTimeXform(Xform):
             raise ValueError("standardize='regression' regresses the data on the context; the model has none")
         standardize = resolve_standardize(standardize, context)
         super().__init__(features, context)
+        features = self.features  # the flat size the field works on
         ode = ODETransform(field, features, context, time=time, settings=ode)
         self.standardize = standardize
         last = (
@@ -92,7 +93,7 @@ class ContinuousTimeXform(Xform):
 
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
         if self.standardize:
-            self.standardizer.initialize(data, context)
+            self.standardizer.initialize(self.flatten(data), context)
 
     @torch.no_grad()
     def sample(self, sample_shape=(), context: Tensor | None = None, **settings) -> Tensor:
@@ -129,4 +130,6 @@ class ContinuousTimeXform(Xform):
             transform = Chain([ode_transform, self.standardizer])
         kind = "exact" if transform[0].exact else "estimate"
         batch_shape = context.shape[:-1] if context is not None else ()
-        return XformDistribution(self.base(batch_shape), transform, context, log_prob_kind=kind)
+        return XformDistribution(
+            self.base(batch_shape), transform, context, log_prob_kind=kind, event_shape=self.data_shape
+        )

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..core import is_count
+from ..core import event_shape_of, is_count
 from ..nn import TimeMLP
 from ..schedules import Schedule
 from ..schedules import schedule as make_schedule
@@ -227,7 +227,8 @@ class Diffusion(ContinuousTimeXform):
         lognormal = tuple(float(v) for v in lognormal)
         if len(lognormal) != 2 or not lognormal[1] > 0:
             raise ValueError(f"lognormal must be (mean, std > 0), got {lognormal!r}")
-        schedule = _schedule(sde, features, beta_min, beta_max, sigma_min, sigma_max)
+        size = event_shape_of(features).numel()  # the flat size the network works on
+        schedule = _schedule(sde, size, beta_min, beta_max, sigma_min, sigma_max)
         eps = schedule.eps if eps is None else eps
         if not 0 <= eps < 1 or (sde == "vp" and eps == 0):
             raise ValueError(f"eps must lie in [0, 1) (and be > 0 for VP), got {eps}")
@@ -235,7 +236,7 @@ class Diffusion(ContinuousTimeXform):
         if gaussian_skip is None:
             gaussian_skip = edm or standardize == "regression"
         gaussian_skip = bool(gaussian_skip)
-        net = TimeMLP(features, context, hidden, activation, time_features, gaussian_skip, film)
+        net = TimeMLP(size, context, hidden, activation, time_features, gaussian_skip, film)
         super().__init__(
             features,
             context,
@@ -306,7 +307,7 @@ class Diffusion(ContinuousTimeXform):
     def dsm_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
         """The denoising score-matching loss summed over the batch: the noise prediction's
         error, in the network's output units when the output is scaled (EDM's weighting)."""
-        x, _ = self.standardizer.inverse_and_ladj(batch, context)
+        x, _ = self.standardizer.inverse_and_ladj(self.flatten(batch), context)
         s = self.draw_times(x.shape[0], x.dtype, x.device)
         noise = torch.randn_like(x)
         col = s[:, None]
@@ -348,7 +349,7 @@ class Diffusion(ContinuousTimeXform):
             churn: the stochastic sampler's :math:`\\gamma \\in [0, \\sqrt 2 - 1]`.
 
         Returns:
-            Samples of shape ``sample_shape + batch_shape + (features,)``.
+            Samples of shape ``sample_shape + batch_shape + event_shape``.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -379,7 +380,7 @@ class Diffusion(ContinuousTimeXform):
             "sde": lambda: diffusion_sampling.reverse_sde(noise, self.schedule, x, steps, self.eps),
             "ddim": lambda: diffusion_sampling.ddim(noise, self.schedule, x, steps, self.eps, eta),
         }
-        return self.standardizer.forward_and_ladj(run[sampler](), context)[0]
+        return self.unflatten(self.standardizer.forward_and_ladj(run[sampler](), context)[0])
 
 
 def _schedule(sde, features, beta_min, beta_max, sigma_min, sigma_max) -> Schedule:

@@ -11,6 +11,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from ..core import event_shape_of
 from ..nn import TimeMLP
 from ..schedules import Schedule
 from ..schedules import schedule as make_schedule
@@ -232,9 +233,8 @@ class FlowMatching(ContinuousTimeXform):
                 "space; standardize='regression' makes that space depend on the context"
             )
         null_token = guidance_dropout > 0
-        net = TimeMLP(
-            features, context + int(null_token), hidden, activation, time_features, gaussian_skip, film
-        )
+        size = event_shape_of(features).numel()  # the flat size the network works on
+        net = TimeMLP(size, context + int(null_token), hidden, activation, time_features, gaussian_skip, film)
         super().__init__(
             features,
             context,
@@ -271,7 +271,7 @@ class FlowMatching(ContinuousTimeXform):
     def cfm_loss(self, batch: Tensor, context: Tensor | None = None) -> Tensor:
         """The conditional flow-matching loss summed over the batch (one draw of
         :math:`t` and :math:`x_0` per row)."""
-        x1, _ = self.standardizer.inverse_and_ladj(batch, context)
+        x1, _ = self.standardizer.inverse_and_ladj(self.flatten(batch), context)
         x0 = torch.randn_like(x1)
         if self.coupling == "ot":
             x0 = ot_pairing(x0, x1)

@@ -64,6 +64,7 @@ class Flow(Xform):
         standardize: bool = False,
     ) -> None:
         super().__init__(features, context)
+        features = self.features  # the flat size the layers work on
         if not is_count(transforms):
             raise ValueError(f"transforms must be a positive int, got {transforms!r}")
         if linear not in _LINEAR:
@@ -83,7 +84,7 @@ class Flow(Xform):
         self.transform = Chain(layers)
 
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
-        self.transform.initialize(data, context)
+        self.transform.initialize(self.flatten(data), context)
 
     def compile(self, **options) -> None:
         """Compile the whole chain of blocks, each direction as one graph (see
@@ -102,7 +103,8 @@ class Flow(Xform):
     def forward(self, context: Tensor | None = None) -> XformDistribution:
         context = self.check_context(context)
         batch_shape = context.shape[:-1] if context is not None else ()
-        return XformDistribution(self.base(batch_shape), self.transform, context, log_prob_kind="exact")
+        base, shape = self.base(batch_shape), self.data_shape
+        return XformDistribution(base, self.transform, context, log_prob_kind="exact", event_shape=shape)
 
 
 class MAF(Flow):
@@ -139,7 +141,7 @@ class MAF(Flow):
             context,
             transforms=transforms,
             block=lambda i: AffineAutoregressive(
-                features, context, hidden, activation, self._fast, log_scale_bound
+                self.features, context, hidden, activation, self._fast, log_scale_bound
             ),
             linear=linear,
             actnorm=actnorm,
@@ -197,7 +199,9 @@ class RealNVP(Flow):
             features,
             context,
             transforms=transforms,
-            block=lambda i: AffineCoupling(features, context, hidden, activation, log_scale_bound, residual),
+            block=lambda i: AffineCoupling(
+                self.features, context, hidden, activation, log_scale_bound, residual
+            ),
             linear=linear,
             actnorm=actnorm,
             standardize=standardize,
@@ -245,8 +249,8 @@ class NSF(Flow):
 
         def block(i: int) -> Bijector:
             if variant == "coupling":
-                return SplineCoupling(features, context, hidden, activation, bins, bound, residual)
-            return SplineAutoregressive(features, context, hidden, activation, "density", bins, bound)
+                return SplineCoupling(self.features, context, hidden, activation, bins, bound, residual)
+            return SplineAutoregressive(self.features, context, hidden, activation, "density", bins, bound)
 
         super().__init__(
             features,

@@ -68,6 +68,7 @@ class GAN(Xform):
         activation: str = "silu",
     ) -> None:
         super().__init__(features, context)
+        features = self.features  # the flat size the networks work on
         if not is_count(latent):
             raise ValueError(f"latent must be a positive int, got {latent!r}")
         self.latent = latent
@@ -81,15 +82,20 @@ class GAN(Xform):
         self.standardizer = Standardize(features)
 
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
-        self.standardizer.initialize(data)
+        self.standardizer.initialize(self.flatten(data))
 
     def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        """The generator's map from the latent to data, :math:`x = \\mu + \\sigma \\odot G(z; c)`."""
+        """The generator's map from the latent to data, :math:`x = \\mu + \\sigma \\odot G(z; c)`,
+        shape ``(..., *event_shape)``."""
+        return self.unflatten(self._generate(z, context))
+
+    def _generate(self, z: Tensor, context: Tensor | None) -> Tensor:
         return self.standardizer.forward_and_ladj(self.generator(z, context))[0]
 
     def discriminate(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The discriminator's score :math:`D(x; c)`, shape ``x.shape[:-1]``."""
-        return self.discriminator(self.standardizer.inverse_and_ladj(x)[0], context).squeeze(-1)
+        x = self.standardizer.inverse_and_ladj(self.flatten(x))[0]
+        return self.discriminator(x, context).squeeze(-1)
 
     def forward(self, context: Tensor | None = None) -> GeneratedDistribution:
 
@@ -98,10 +104,11 @@ class GAN(Xform):
         base = normal(self, "latent", batch_shape)
         return GeneratedDistribution(
             base,
-            LatentMap(self.decode, self.latent, self.features),
+            LatentMap(self._generate, self.latent, self.features),
             context,
             log_prob_kind=None,
             no_density=IMPLICIT,
+            event_shape=self.data_shape,
         )
 
     def extra_repr(self) -> str:

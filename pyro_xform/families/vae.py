@@ -162,6 +162,7 @@ class VAE(Xform):
         name: str | None = None,
     ) -> None:
         super().__init__(features, context)
+        features = self.features  # the flat size the networks work on
         if not is_count(latent):
             raise ValueError(f"latent must be a positive int, got {latent!r}")
         if likelihood not in LIKELIHOODS:
@@ -253,8 +254,9 @@ class VAE(Xform):
         return d if d.batch_shape == batch_shape else d.expand(batch_shape)
 
     def posterior(self, x: Tensor, context: Tensor | None = None) -> torch.distributions.Distribution:
-        """The amortized posterior :math:`q(z \\mid x, c)`, batch shape ``x.shape[:-1]``."""
-        out = self.encoder(x, context)
+        """The amortized posterior :math:`q(z \\mid x, c)` of data ``x`` of shape
+        ``(..., *event_shape)``, batch shape ``(...)``."""
+        out = self.encoder(self.flatten(x), context)
         loc, raw = out[..., : self.latent], out[..., self.latent : 2 * self.latent]
         base = pdist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1)
         if self.posterior_flow is None:
@@ -262,15 +264,17 @@ class VAE(Xform):
         return XformDistribution(base, self.posterior_flow.transform, out[..., 2 * self.latent :])
 
     def observation(self, params: Tensor) -> torch.distributions.Distribution:
-        """:math:`p(x \\mid z)` from the decoder's output (logits, or mean and scale)."""
+        """:math:`p(x \\mid z)` from the decoder's output (logits, or mean and scale), over
+        the event shape."""
+        shaped, events = self.unflatten, len(self.event_shape)
         if self.likelihood == "bernoulli":
-            return pdist.Bernoulli(logits=params).to_event(1)
+            return pdist.Bernoulli(logits=shaped(params)).to_event(events)
         if self.likelihood == "continuous_bernoulli":
-            return pdist.ContinuousBernoulli(logits=params.clamp(-30, 30)).to_event(1)
+            return pdist.ContinuousBernoulli(logits=shaped(params).clamp(-30, 30)).to_event(events)
         if self.heteroscedastic:
             loc, raw = params[..., : self.features], params[..., self.features :]
-            return pdist.Normal(loc, F.softplus(raw) + 1e-3).to_event(1)
-        return pdist.Normal(params, self.log_scale.exp()).to_event(1)
+            return pdist.Normal(shaped(loc), shaped(F.softplus(raw) + 1e-3)).to_event(events)
+        return pdist.Normal(shaped(params), shaped(self.log_scale.exp())).to_event(events)
 
     def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """The mean of :math:`p(x \\mid z, c)`."""
@@ -334,7 +338,7 @@ class VAE(Xform):
         standardization) is initialized on the batch's codes."""
         if not bool(self.scale_initialized) and data.shape[0] > 1:
             with torch.no_grad():
-                spread = data.std(0).clamp_min(1e-3 * float(data.std().clamp_min(1e-12)))
+                spread = self.flatten(data).std(0).clamp_min(1e-3 * float(data.std().clamp_min(1e-12)))
                 self.log_scale.copy_((_INITIAL_SCALE * spread).log())
                 self.scale_initialized.fill_(True)
         if self.prior is not None:
@@ -361,6 +365,7 @@ class VAE(Xform):
             density=lambda value, ctx: self.iwae(value, ctx, particles),
             observe=self.observation,
             reparameterized=self.likelihood == "normal",
+            event_shape=self.data_shape,
         )
 
     # -- two-stage priors ----------------------------------------------------------------

@@ -81,7 +81,9 @@ class BaseReparam(Reparam):
         base, forward = _standard(fn)
         z = pyro.sample(f"{name}_base", self._wrap(base, event_dim))
         x = forward(z)
-        if isinstance(fn, GeneratedDistribution) and fn.observe is not None:
+        if not (isinstance(fn, GeneratedDistribution) and fn.observe is not None):
+            x = fn.unflatten(x)  # the flat transform's value as the site's event shape
+        else:
             # The generator gives the noise model's parameters (a VAE's decoder): x is its mean,
             # or a draw of it as a latent site of its own.
             noise = fn.observe(x)

@@ -54,8 +54,10 @@ class Bijector(ConditionalTransformModule):
         override it to skip that work when only samples are wanted."""
         return self.forward_and_ladj(z, context)[0]
 
-    def condition(self, context: Tensor | None) -> ConditionedBijector:
-        return ConditionedBijector(self, context)
+    def condition(self, context: Tensor | None, event_shape: torch.Size | None = None) -> ConditionedBijector:
+        """This bijector with ``context`` fixed, as a torch ``Transform``; with
+        ``event_shape``, its data side is that shape (e.g. images) instead of flat."""
+        return ConditionedBijector(self, context, event_shape)
 
     def compile(self, **options) -> None:
         """Compile :meth:`forward_and_ladj` and :meth:`inverse_and_ladj` of this bijector in
@@ -106,17 +108,43 @@ class ConditionedBijector(Transform):
     It holds the one cache of the latest call (either direction): ``(z, x, ladj)``, so
     ``log_abs_det_jacobian`` after ``__call__`` or ``inv``, and the density of a sample
     just drawn (:meth:`latest`), cost nothing.
+
+    With ``event_shape`` (e.g. ``(1, 28, 28)``) its data side has that shape: the bijector
+    works on the flat view, and values are reshaped at the boundary.
     """
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, bijector: Bijector, context: Tensor | None) -> None:
+    def __init__(
+        self, bijector: Bijector, context: Tensor | None, event_shape: torch.Size | None = None
+    ) -> None:
         super().__init__(cache_size=0)  # torch's own cache would be a second one
         self.bijector = bijector
         self.context = context
+        self.event_shape = None if event_shape is None or len(event_shape) == 1 else torch.Size(event_shape)
+        if self.event_shape is not None:
+            self.codomain = constraints.independent(constraints.real, len(self.event_shape))
         self._latest: tuple[Tensor, Tensor, Tensor, bool] | None = None
+
+    def forward_shape(self, shape):
+        if self.event_shape is None:
+            return torch.Size(shape)
+        return torch.Size((*shape[:-1], *self.event_shape))
+
+    def inverse_shape(self, shape):
+        if self.event_shape is None:
+            return torch.Size(shape)
+        return torch.Size((*shape[: len(shape) - len(self.event_shape)], self.event_shape.numel()))
+
+    def _shaped(self, x: Tensor) -> Tensor:
+        return x if self.event_shape is None else x.reshape(*x.shape[:-1], *self.event_shape)
+
+    def _flat(self, x: Tensor) -> Tensor:
+        if self.event_shape is None:
+            return x
+        return x.reshape(*x.shape[: x.dim() - len(self.event_shape)], self.event_shape.numel())
 
     def with_cache(self, cache_size: int = 1) -> ConditionedBijector:
         """Itself: its one cache is always on (Pyro's reparameterizers ask for a cache)."""
@@ -125,12 +153,17 @@ class ConditionedBijector(Transform):
     def forward_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """:math:`(x, \\log|\\det \\partial x/\\partial z|)`, remembered as the latest call."""
         x, ladj = self.bijector.forward_and_ladj(z, self.context)
+        x = self._shaped(x)
         self._latest = (z, x, ladj, torch.is_grad_enabled())
         return x, ladj
 
+    def forward_value(self, z: Tensor) -> Tensor:
+        """:math:`x = T(z; c)` alone (see :meth:`Bijector.forward_value`); not remembered."""
+        return self._shaped(self.bijector.forward_value(z, self.context))
+
     def inverse_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """:math:`(z, \\log|\\det \\partial x/\\partial z|)`, remembered as the latest call."""
-        z, ladj = self.bijector.inverse_and_ladj(x, self.context)
+        z, ladj = self.bijector.inverse_and_ladj(self._flat(x), self.context)
         self._latest = (z, x, ladj, torch.is_grad_enabled())
         return z, ladj
 

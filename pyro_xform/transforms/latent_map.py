@@ -51,8 +51,10 @@ class LatentMap:
     def forward_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return self.fn(z, context)
 
-    def condition(self, context: Tensor | None) -> LatentMapTransform:
-        return LatentMapTransform(self, context)
+    def condition(self, context: Tensor | None, event_shape: torch.Size | None = None) -> LatentMapTransform:
+        """The map with ``context`` fixed, as a torch ``Transform`` whose data side has
+        ``event_shape`` (default ``(features,)``)."""
+        return LatentMapTransform(self, context, event_shape)
 
 
 class LatentMapTransform(Transform):
@@ -62,13 +64,16 @@ class LatentMapTransform(Transform):
     bijective = False
     domain = constraints.real_vector
 
-    def __init__(self, latent_map: LatentMap, context: Tensor | None) -> None:
+    def __init__(
+        self, latent_map: LatentMap, context: Tensor | None, event_shape: torch.Size | None = None
+    ) -> None:
         super().__init__(cache_size=0)
         self.latent_map, self.context = latent_map, context
+        self.event_shape = torch.Size((latent_map.features,) if event_shape is None else event_shape)
 
     @property
     def codomain(self) -> constraints.Constraint:
-        return constraints.independent(self.latent_map.support, 1)
+        return constraints.independent(self.latent_map.support, len(self.event_shape))
 
     def __eq__(self, other) -> bool:
         return (
@@ -78,13 +83,14 @@ class LatentMapTransform(Transform):
         )
 
     def forward_shape(self, shape):
-        return torch.Size((*shape[:-1], self.latent_map.features))
+        return torch.Size((*shape[:-1], *self.event_shape))
 
     def inverse_shape(self, shape):
-        return torch.Size((*shape[:-1], self.latent_map.latent))
+        return torch.Size((*shape[: len(shape) - len(self.event_shape)], self.latent_map.latent))
 
     def _call(self, z: Tensor) -> Tensor:
-        return self.latent_map.forward_value(z, self.context)
+        x = self.latent_map.forward_value(z, self.context)
+        return x.reshape(*x.shape[:-1], *self.event_shape)
 
     def _inverse(self, x: Tensor) -> Tensor:
         raise NotImplementedError("a generator is not invertible: there is no z = G^-1(x)")
