@@ -44,7 +44,8 @@ def mle(out, rank):
 
 
 def objectives(out, rank):
-    """Every objective runs on 2 ranks and keeps the ranks' parameters identical."""
+    """Every objective runs on 2 ranks and keeps the ranks' parameters identical; so does a
+    model of images (the same 4 numbers a row, as 1 x 2 x 2 images)."""
     import torch
 
     import pyro_xform as px
@@ -57,12 +58,15 @@ def objectives(out, rank):
         "reconstruction": px.Autoencoder(4, latent=2, hidden=(16,)),
         "adversarial": px.GAN(4, latent=2, hidden=(16,), discriminator_hidden=(16,)),
         "mle": px.NSF(4, hidden=(16,), transforms=2),
+        "elbo-image": px.VAE((1, 2, 2), latent=2, hidden=(16,)),
     }
     states = {}
     for name, model in models.items():
         torch.manual_seed(7 + rank)
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        result = px.fit(model, data, objective=name, steps=3, batch_size=16, seed=5, progress=False)
+        rows = data.reshape(-1, *model.event_shape)
+        objective = name.removesuffix("-image")
+        result = px.fit(model, rows, objective=objective, steps=3, batch_size=16, seed=5, progress=False)
         states[name] = {"before": before, "after": model.state_dict(), "losses": result.losses}
     return states
 

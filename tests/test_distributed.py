@@ -115,7 +115,7 @@ def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path):
 def test_every_objective_keeps_the_ranks_identical(tmp_path):
     (r0, r1), codes, logs = launch("objectives", tmp_path)
     assert codes == [0, 0], logs
-    assert set(r0) == {"cfm", "dsm", "elbo", "reconstruction", "adversarial", "mle"}
+    assert set(r0) == {"cfm", "dsm", "elbo", "reconstruction", "adversarial", "mle", "elbo-image"}
     for name in r0:
         after0, after1 = r0[name]["after"], r1[name]["after"]
         moved = False

@@ -79,7 +79,10 @@ class BaseReparam(Reparam):
                 f"BaseReparam needs a pyro_xform distribution at site {name!r}, got {type(fn).__name__}"
             )
         base, forward = _standard(fn)
-        z = pyro.sample(f"{name}_base", self._wrap(base, event_dim))
+        # Dims that Independent wrappers made part of the event stay so on the base site; the
+        # model's own event (an image's three dims) is the base's one flat dim.
+        extra = event_dim - fn.event_dim
+        z = pyro.sample(f"{name}_base", self._wrap(base, base.event_dim + extra))
         x = forward(z)
         if not (isinstance(fn, GeneratedDistribution) and fn.observe is not None):
             x = fn.unflatten(x)  # the flat transform's value as the site's event shape

@@ -31,17 +31,28 @@ class XformDistribution(ndist.TransformedDistribution):
     where NumPyro's own ``TransformedDistribution`` would invert and then recompute the
     log-determinant. ``sample_and_log_prob`` draws and scores in one forward pass.
 
+    With ``event_shape`` (an image model's, e.g. ``(1, 28, 28)``) the bijector works on the
+    flat view and values are reshaped at the boundary, as in the torch model.
+
     Attributes:
         bijector: the transform.
         log_prob_kind: ``"exact"``, as for the torch model it came from.
     """
 
-    def __init__(self, base: ndist.Distribution, bijector: J.Bijector, *, validate_args=None) -> None:
+    def __init__(
+        self, base: ndist.Distribution, bijector: J.Bijector, event_shape=None, *, validate_args=None
+    ) -> None:
         self.bijector = bijector
         self.log_prob_kind = "exact"
-        super().__init__(base, [bijector], validate_args=validate_args)
+        self.data_shape = None if event_shape is None or len(event_shape) == 1 else tuple(event_shape)
+        transforms = [bijector]
+        if self.data_shape is not None:
+            transforms.append(ndist.transforms.ReshapeTransform(self.data_shape, base.event_shape))
+        super().__init__(base, transforms, validate_args=validate_args)
 
     def log_prob(self, value, intermediates=None):
+        if self.data_shape is not None:
+            value = value.reshape((*value.shape[: value.ndim - len(self.data_shape)], -1))
         z, ladj = self.bijector.compiled("inverse")(value)
         return self.base_dist.log_prob(z) - ladj
 
@@ -51,10 +62,12 @@ class XformDistribution(ndist.TransformedDistribution):
     def sample_and_log_prob(self, key, sample_shape=()):
         z = self.base_dist.sample(key, sample_shape)
         x, ladj = self.bijector.compiled("forward")(z)
+        if self.data_shape is not None:
+            x = x.reshape(x.shape[:-1] + self.data_shape)
         return x, self.base_dist.log_prob(z) - ladj
 
     def tree_flatten(self):
-        return (), (self.base_dist, self.bijector)
+        return (), (self.base_dist, self.bijector, self.data_shape)
 
     @classmethod
     def tree_unflatten(cls, aux_data, params):
@@ -201,4 +214,4 @@ def to_numpyro(
     loc, scale = array(base.mean), array(base.stddev)
     batch = tuple(distribution.batch_shape)
     numpyro_base = ndist.Normal(jnp.broadcast_to(loc, batch + loc.shape[-1:]), scale).to_event(1)
-    return XformDistribution(numpyro_base, bijector)
+    return XformDistribution(numpyro_base, bijector, distribution.data_shape)

@@ -13,6 +13,7 @@ from pyro_xform import transforms as T
 from pyro_xform.nn import TimeMLP
 
 D, C = 3, 2  # event and context sizes used throughout the suite
+IMG = (1, 2, 3)  # an image event shape (channels, height, width), each size different
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,8 @@ class Entry:
     density: str | None = "exact"  # the family's expected log_prob_kind
     conditional: bool = False
     discrete: bool = False
-    # Data in the family's support, (n) -> float64 tensor; None: standard normal.
-    data: Callable[[int], torch.Tensor] | None = None
+    # Data in the family's support, (n, event_shape) -> float64 tensor; None: standard normal.
+    data: Callable[[int, tuple], torch.Tensor] | None = None
 
     @property
     def exact(self) -> bool:
@@ -46,16 +47,16 @@ def generated(name: str, factory, density: str | None, conditional=False, data=N
     return Entry(name, factory, "family", False, density, conditional, discrete, data)
 
 
-def binary(n: int) -> torch.Tensor:
-    return torch.randint(0, 2, (n, D)).double()
+def binary(n: int, shape=(D,)) -> torch.Tensor:
+    return torch.randint(0, 2, (n, *shape)).double()
 
 
-def unit(n: int) -> torch.Tensor:
-    return torch.rand(n, D, dtype=torch.float64)
+def unit(n: int, shape=(D,)) -> torch.Tensor:
+    return torch.rand(n, *shape, dtype=torch.float64)
 
 
-def categorical(k: int) -> Callable[[int], torch.Tensor]:
-    return lambda n: torch.randint(0, k, (n, D)).double()
+def categorical(k: int) -> Callable[[int, tuple], torch.Tensor]:
+    return lambda n, shape=(D,): torch.randint(0, k, (n, *shape)).double()
 
 
 def fitted(layer):
@@ -93,8 +94,8 @@ LATENT = dict(latent=2, hidden=(16,))
 REGRESSION_SKIP = dict(standardize="regression", gaussian_skip=True)
 
 
-def vae(context: int = 0, particles: int = 8, **kwargs) -> px.VAE:
-    return px.VAE(D, context, particles=particles, **LATENT, **kwargs)
+def vae(context: int = 0, particles: int = 8, features=D, **kwargs) -> px.VAE:
+    return px.VAE(features, context, particles=particles, **LATENT, **kwargs)
 
 
 def field(context: int) -> TimeMLP:
@@ -153,5 +154,18 @@ REGISTRY = [
     generated("GAN-cond", lambda: px.GAN(D, C, **LATENT), None, conditional=True),
     generated("DiscreteAutoregressive", lambda: px.DiscreteAutoregressive(D, hidden=(16,)), "exact", data=binary, discrete=True),
     generated("DiscreteAutoregressive-cond-4", lambda: px.DiscreteAutoregressive(D, C, categories=4, hidden=(16,)), "exact", True, categorical(4), True),
+
+    # Image event shapes: every family, the flat networks on the flattened image.
+    exact("MAF-image", lambda: px.MAF(IMG, transforms=2, actnorm=True, **H)),
+    exact("IAF-image-cond", lambda: px.IAF(IMG, C, transforms=2, **H), True),
+    exact("RealNVP-image", lambda: px.RealNVP(IMG, transforms=2, standardize=True, **H)),
+    exact("NSF-image-cond", lambda: px.NSF(IMG, C, transforms=2, **SPLINE), True),
+    exact("FlowMatching-image-cond", lambda: px.FlowMatching(IMG, C, **ODE), True),
+    exact("Diffusion-image", lambda: px.Diffusion(IMG, **ODE)),
+    generated("VAE-image", lambda: vae(features=IMG), "estimate"),
+    generated("VAE-image-cond-cb", lambda: vae(C, features=IMG, likelihood="continuous_bernoulli"), "estimate", True, unit),
+    generated("Autoencoder-image-noise", lambda: px.Autoencoder(IMG, noise=0.5, particles=16, density=px.MAF(2, transforms=2, **H), **LATENT), "estimate"),
+    generated("GAN-image-cond", lambda: px.GAN(IMG, C, **LATENT), None, conditional=True),
+    generated("DiscreteAutoregressive-image", lambda: px.DiscreteAutoregressive(IMG, hidden=(16,)), "exact", data=binary, discrete=True),
 ]
 # fmt: on

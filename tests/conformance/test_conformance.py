@@ -91,29 +91,30 @@ CONTINUOUS_DENSITY = [e for e in WITH_DENSITY if not e.discrete]
 
 def data_for(entry, model, n):
     if entry.data is not None:
-        return entry.data(n)
-    return torch.randn(n, model.features, dtype=torch.float64)
+        return entry.data(n, model.event_shape)
+    return torch.randn(n, *model.event_shape, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("entry", FAMILIES, ids=ids(FAMILIES))
 def test_family_shapes(entry):
     m = build(entry)
-    d_ = m.features
+    event = tuple(m.event_shape)
+    assert m.features == m.event_shape.numel()
     for batch in [(4,), (2, 3)] if entry.conditional else [()]:
         dist = m(context_for(entry, batch))
-        assert dist.batch_shape == batch and dist.event_shape == (d_,)
+        assert dist.batch_shape == batch and dist.event_shape == event
         assert dist.log_prob_kind == m.log_prob_kind == entry.density
         x = dist.sample((5,))
-        assert x.shape == (5, *batch, d_)
+        assert x.shape == (5, *batch, *event)
         assert dist.support.check(x).all()
-        assert dist.expand((7, *batch)).sample().shape == (7, *batch, d_)
+        assert dist.expand((7, *batch)).sample().shape == (7, *batch, *event)
         if dist.log_prob_kind is None:
             with pytest.raises(NotImplementedError, match="log_prob_kind is None"):
                 dist.log_prob(x)
             continue
         assert dist.log_prob(x).shape == (5, *batch)
         x1, lp1 = dist.rsample_and_log_prob()
-        assert x1.shape == (*batch, d_) and lp1.shape == batch
+        assert x1.shape == (*batch, *event) and lp1.shape == batch
 
 
 @pytest.mark.parametrize("entry", INVERTIBLE, ids=ids(INVERTIBLE))
@@ -124,9 +125,9 @@ def test_family_fused_equals_separate_and_round_trip(entry):
     assert torch.equal(dist.log_prob(x), lp)  # a sample just drawn is not inverted again
     separate = dist.log_prob(x.clone())  # a new tensor is inverted
     assert (separate - lp).abs().max() < 1e-5 * (1 + lp.abs().max())
-    z, _ = m.transform.inverse_and_ladj(x, dist.context)
+    z, _ = m.transform.inverse_and_ladj(m.flatten(x), dist.context)  # the transform works flat
     x2, _ = m.transform.forward_and_ladj(z, dist.context)
-    assert (x2 - x).abs().max() < 1e-5 * (1 + x.abs().max())
+    assert (m.unflatten(x2) - x).abs().max() < 1e-5 * (1 + x.abs().max())
 
 
 @pytest.mark.parametrize("entry", INVERTIBLE, ids=ids(INVERTIBLE))
@@ -143,7 +144,7 @@ def test_family_logdet_matches_autograd_jacobian(entry):
 def test_family_gradients_reach_every_parameter(entry):
     m = build(entry)
     ctx = context_for(entry, batch=(16,))
-    data = torch.randn(16, m.features, dtype=torch.float64)
+    data = data_for(entry, m, 16)
     x, lp = m(ctx).rsample_and_log_prob()
     (-m(ctx).log_prob(data).mean() + (x**2).sum() - lp.mean()).backward()
     for name, p in m.named_parameters():
@@ -207,7 +208,8 @@ def test_family_one_svi_step(entry):
     def prior_model(ctx):  # the family as a latent site under an autoguide, in a plate
         with pyro.plate("batch", 8):
             z = pyro.sample("z", m(ctx))
-            pyro.sample("y", pyro.distributions.Normal(z, 1.0).to_event(1), obs=torch.zeros_like(z))
+            noise = pyro.distributions.Normal(z, 1.0).to_event(len(m.event_shape))
+            pyro.sample("y", noise, obs=torch.zeros_like(z))
 
     guide = AutoNormal(prior_model)
     svi = SVI(prior_model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
@@ -217,7 +219,7 @@ def test_family_one_svi_step(entry):
 @pytest.mark.parametrize("entry", FAMILIES, ids=ids(FAMILIES))
 def test_family_validate_args_respected(entry):
     m = build(entry)
-    bad = torch.full((m.features,), float("nan"), dtype=torch.float64)
+    bad = torch.full(m.event_shape, float("nan"), dtype=torch.float64)
     ctx = context_for(entry, batch=())
     if m.log_prob_kind is None:
         with pytest.raises(NotImplementedError, match=r"(?i)sample"):
@@ -227,7 +229,8 @@ def test_family_validate_args_respected(entry):
         with pytest.raises(ValueError):
             m(ctx).log_prob(bad)
         with pytest.raises(ValueError):
-            m(ctx).log_prob(torch.zeros(m.features + 1, dtype=torch.float64))
+            wrong = (*m.event_shape[:-1], m.event_shape[-1] + 1)
+            m(ctx).log_prob(torch.zeros(wrong, dtype=torch.float64))
     with pyro.validation_enabled(False):
         assert torch.isnan(m(ctx).log_prob(bad)).all()
 

@@ -30,7 +30,8 @@ def _context(entry, batch):
 
 
 def _data(entry, model, n):
-    x = entry.data(n).float() if entry.data is not None else torch.randn(n, model.features)
+    shape = model.event_shape
+    x = entry.data(n, shape).float() if entry.data is not None else torch.randn(n, *shape)
     return x.to(META)
 
 
@@ -68,7 +69,7 @@ def _check_family(entry, model):
     if not ode:
         dist = model(ctx)
         x = dist.sample((3,))
-        assert x.device == META and x.shape == (3, *((4,) if entry.conditional else ()), model.features)
+        assert x.device == META and x.shape == (3, *((4,) if entry.conditional else ()), *model.event_shape)
         if dist.log_prob_kind is not None:
             assert dist.log_prob(x).device == META
     objective = get_objective(None, model)

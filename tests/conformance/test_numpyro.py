@@ -38,7 +38,8 @@ def prepared(entry):
     module = build(entry)
     ctx = context_for(entry)
     if entry.kind == "family":  # data statistics and data-dependent layers set from data
-        module.initialize(torch.randn(64, D, dtype=torch.float64) * 2 + 1, context_for(entry, (64,)))
+        data = torch.randn(64, *module.event_shape, dtype=torch.float64) * 2 + 1
+        module.initialize(data, context_for(entry, (64,)))
     return module, ctx
 
 
@@ -63,16 +64,17 @@ def test_twin_matches_torch_in_float64(entry):
     dist = module(ctx)
     twin = to_numpyro(module, ctx)
     assert twin.batch_shape == tuple(dist.batch_shape) and twin.event_shape == tuple(dist.event_shape)
-    assert twin.support is constraints.real_vector and twin.log_prob_kind == "exact"
+    events = len(module.event_shape)
+    assert twin.support == constraints.independent(constraints.real, events) and twin.log_prob_kind == "exact"
     with torch.no_grad():
-        x = dist.bijector.forward_and_ladj(z, ctx)[0]  # points where the density is not flat
+        x = module.unflatten(dist.bijector.forward_and_ladj(z, ctx)[0])  # where the density is not flat
         logp = dist.log_prob(x)
-        data = torch.randn(4, n, dtype=torch.float64) * 2 + 1
+        data = torch.randn(4, *module.event_shape, dtype=torch.float64) * 2 + 1
         logp_data = dist.log_prob(data)
     close(twin.log_prob(j(x)), logp, 1e-5)
     close(twin.log_prob(j(data)), logp_data, 1e-5)
     # The same base draws give the same samples: equal in distribution.
-    close(twin.bijector.compiled("forward")(j(z))[0], x, 1e-5)
+    close(twin.bijector.compiled("forward")(j(z))[0], module.flatten(x), 1e-5)
     close(twin.base_dist.base_dist.scale, dist.base_dist.stddev, 1e-12)
     # One pass: drawing and scoring agree with scoring the draw.
     shape = () if twin.batch_shape else (4,)  # (4, D) draws: shapes already compiled

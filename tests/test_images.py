@@ -1,0 +1,109 @@
+"""Image event shapes inside Pyro: the digits as ``(1, 8, 8)`` images observed, fitted,
+predicted and reparameterized, and image input that does not fit refused."""
+
+import pyro
+import pytest
+import torch
+from pyro.infer import SVI, Predictive, Trace_ELBO
+
+import pyro_xform as px
+from pyro_xform.infer import BaseReparam
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return px.datasets.digits(image=True).train[:32].to(torch.get_default_dtype())
+
+
+def test_an_image_flow_is_the_flat_flow_with_its_values_reshaped(images):
+    torch.manual_seed(0)
+    image = px.NSF(SHAPE, transforms=2, hidden=(16,))
+    flat = px.NSF(64, transforms=2, hidden=(16,))
+    flat.load_state_dict(image.state_dict())
+    lp = image().log_prob(images)
+    assert image().event_shape == SHAPE and lp.shape == (32,)
+    torch.testing.assert_close(lp, flat().log_prob(images.reshape(32, 64)))
+    torch.manual_seed(1)
+    drawn = image().sample((3,))
+    torch.manual_seed(1)
+    assert torch.equal(drawn, flat().sample((3,)).reshape(3, *SHAPE))
+
+
+def test_images_are_observed_in_a_plate_under_svi_and_predictive(images):
+    flow = px.MAF(SHAPE, transforms=2, hidden=(16,))
+
+    def model(x=None):
+        pyro.module("flow", flow)
+        with pyro.plate("data", 32):
+            return pyro.sample("x", flow(), obs=x)
+
+    before = [p.detach().clone() for p in flow.parameters()]
+    svi = SVI(model, lambda x=None: None, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
+    losses = [svi.step(images) for _ in range(3)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert any(not torch.equal(a, b) for a, b in zip(before, flow.parameters(), strict=True))
+    draws = Predictive(model, num_samples=2)()["x"]
+    assert draws.shape == (2, 32, *SHAPE)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: px.VAE(SHAPE, latent=4, hidden=(32,), likelihood="continuous_bernoulli"),
+        lambda: px.FlowMatching(SHAPE, hidden=(32,)),
+        lambda: px.GAN(SHAPE, latent=4, hidden=(32,)),
+    ],
+    ids=["VAE", "FlowMatching", "GAN"],
+)
+def test_every_kind_of_family_fits_and_draws_images(build, images):
+    model = build()
+    result = px.fit(model, images, steps=3, batch_size=16, progress=False, seed=0)
+    assert len(result.losses) == 3 and all(torch.isfinite(torch.tensor(result.losses)))
+    assert model().sample((5,)).shape == (5, *SHAPE)
+
+
+@pytest.mark.parametrize("family", [px.NSF, px.Diffusion, px.DiscreteAutoregressive])
+def test_image_batches_that_do_not_fit_are_refused_before_any_change(family, images):
+    model = family(SHAPE, hidden=(16,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    binary = (images > 0.5).to(images.dtype)
+    for bad, message in [
+        (binary[:, 0], r"shape \(32, 8, 8\); expected \(N, 1, 8, 8\)"),  # no channel axis
+        (binary.permute(0, 2, 3, 1), r"expected \(N, 1, 8, 8\)"),  # channels last
+        ((binary * 255).to(torch.uint8), "floating-point"),  # raw pixels
+        (binary[:0], "empty"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            px.fit(model, bad, steps=1, progress=False)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    with pyro.validation_enabled(True), pytest.raises(ValueError):
+        model().log_prob(binary[:, 0])
+
+
+def test_a_shape_is_checked_when_the_model_is_built():
+    assert px.MAF([1, 8, 8], hidden=(4,)).event_shape == SHAPE  # as a JSON config holds it
+    for bad in [(1, 0, 8), (), (1.0, 8, 8), (True, 8), "1x8x8"]:
+        with pytest.raises(ValueError, match="features must be a positive int or a shape"):
+            px.MAF(bad, hidden=(4,))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: px.GAN(SHAPE, latent=3, hidden=(16,)), lambda: px.RealNVP(SHAPE, transforms=2, hidden=(16,))],
+    ids=["GAN", "RealNVP"],
+)
+def test_an_image_prior_reparameterized_into_its_base(build, images):
+    prior = build().requires_grad_(False)
+
+    def inverse_problem(y):  # observe every other pixel of an image with noise
+        x = pyro.sample("x", prior())
+        pyro.sample("y", pyro.distributions.Normal(x[..., ::2], 0.1).to_event(3), obs=y)
+
+    reparam = pyro.poutine.reparam(inverse_problem, config={"x": BaseReparam()})
+    trace = pyro.poutine.trace(reparam).get_trace(images[0, ..., ::2])
+    base = trace.nodes["x_base"]["value"]
+    assert trace.nodes["x"]["value"].shape == SHAPE
+    assert base.shape == (prior.latent if isinstance(prior, px.GAN) else 64,)
+    assert torch.isfinite(trace.log_prob_sum())
