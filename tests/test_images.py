@@ -54,14 +54,17 @@ def test_images_are_observed_in_a_plate_under_svi_and_predictive(images):
         lambda: px.VAE(SHAPE, latent=4, hidden=(32,), likelihood="continuous_bernoulli"),
         lambda: px.FlowMatching(SHAPE, hidden=(32,)),
         lambda: px.GAN(SHAPE, latent=4, hidden=(32,)),
+        lambda: px.Diffusion(SHAPE, hidden=(32,)),
     ],
-    ids=["VAE", "FlowMatching", "GAN"],
+    ids=["VAE", "FlowMatching", "GAN", "Diffusion"],
 )
 def test_every_kind_of_family_fits_and_draws_images(build, images):
     model = build()
     result = px.fit(model, images, steps=3, batch_size=16, progress=False, seed=0)
     assert len(result.losses) == 3 and all(torch.isfinite(torch.tensor(result.losses)))
     assert model().sample((5,)).shape == (5, *SHAPE)
+    if isinstance(model, px.Diffusion):  # the fixed-step samplers draw images too
+        assert model.sample((5,), sampler="dpm", steps=4).shape == (5, *SHAPE)
 
 
 @pytest.mark.parametrize("family", [px.NSF, px.Diffusion, px.DiscreteAutoregressive])

@@ -155,13 +155,13 @@ REGISTRY = [
     generated("DiscreteAutoregressive", lambda: px.DiscreteAutoregressive(D, hidden=(16,)), "exact", data=binary, discrete=True),
     generated("DiscreteAutoregressive-cond-4", lambda: px.DiscreteAutoregressive(D, C, categories=4, hidden=(16,)), "exact", True, categorical(4), True),
 
-    # Image event shapes: every family, the flat networks on the flattened image.
+    # Image event shapes: every family, the flat networks on the flattened image (Diffusion
+    # shares FlowMatching's continuous-time path; tests/test_images.py fits and samples it).
     exact("MAF-image", lambda: px.MAF(IMG, transforms=2, actnorm=True, **H)),
     exact("IAF-image-cond", lambda: px.IAF(IMG, C, transforms=2, **H), True),
     exact("RealNVP-image", lambda: px.RealNVP(IMG, transforms=2, standardize=True, **H)),
     exact("NSF-image-cond", lambda: px.NSF(IMG, C, transforms=2, **SPLINE), True),
     exact("FlowMatching-image-cond", lambda: px.FlowMatching(IMG, C, **ODE), True),
-    exact("Diffusion-image", lambda: px.Diffusion(IMG, **ODE)),
     generated("VAE-image", lambda: vae(features=IMG), "estimate"),
     generated("VAE-image-cond-cb", lambda: vae(C, features=IMG, likelihood="continuous_bernoulli"), "estimate", True, unit),
     generated("Autoencoder-image-noise", lambda: px.Autoencoder(IMG, noise=0.5, particles=16, density=px.MAF(2, transforms=2, **H), **LATENT), "estimate"),
