@@ -8,6 +8,7 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 
 import pyro_xform as px
 from pyro_xform.infer import BaseReparam
+from pyro_xform.nn import TimeMLP, TimeUNet
 
 SHAPE = (1, 8, 8)
 
@@ -110,3 +111,50 @@ def test_an_image_prior_reparameterized_into_its_base(build, images):
     assert trace.nodes["x"]["value"].shape == SHAPE
     assert base.shape == (prior.latent if isinstance(prior, px.GAN) else 64,)
     assert torch.isfinite(trace.log_prob_sum())
+
+
+def test_an_image_model_picks_a_unet_and_a_small_or_flat_one_an_mlp():
+    assert isinstance(px.FlowMatching(SHAPE).network, TimeUNet)
+    assert isinstance(px.Diffusion(SHAPE, channels=8, attention=True).network, TimeUNet)
+    assert isinstance(px.FlowMatching((1, 2, 3)).network, TimeMLP)  # too small to halve
+    assert isinstance(px.FlowMatching(SHAPE, architecture="mlp").network, TimeMLP)
+    for kwargs, message in [
+        (dict(features=4, architecture="unet"), r"image event shape \(C, H, W\)"),
+        (dict(features=SHAPE, film=True), "film"),
+        (dict(features=SHAPE, architecture="conv"), "architecture must be one of"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            px.FlowMatching(**kwargs)
+
+
+def test_unet_field_takes_the_flat_view_with_any_batch_time_and_context():
+    net = TimeUNet((2, 5, 7), context=3, channels=8, attention=True)  # odd sizes: 5x7 -> 3x4 -> 2x2
+    x, context = torch.randn(4, 3, 70), torch.randn(3, 3)
+    assert torch.equal(net(x, torch.rand(4, 3), context), torch.zeros(4, 3, 70))  # starts at zero
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    one = net(x, torch.tensor(0.3), context)
+    rows = net(x.reshape(12, 70), torch.full((12,), 0.3), context.expand(4, 3, 3).reshape(12, 3))
+    torch.testing.assert_close(one.reshape(12, 70), rows)
+    assert not torch.allclose(one, net(x, torch.tensor(0.3), -context))  # the context is used
+
+
+def test_a_unet_flow_has_an_exact_log_determinant_and_trains_every_parameter(images):
+    torch.manual_seed(0)
+    fm = px.FlowMatching((1, 8, 8), channels=4, solver="rk4", steps=3)
+    result = px.fit(fm, images, steps=3, batch_size=16, progress=False, seed=0)
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    before = {k: v.detach().clone() for k, v in fm.named_parameters()}
+    px.fit(fm, images, steps=3, batch_size=16, progress=False, seed=1)
+    for name, p in fm.named_parameters():  # the zero-initialized layers do not leave any dead
+        assert not torch.equal(p, before[name]), name
+    small = px.FlowMatching((1, 4, 4), architecture="unet", channels=4, rtol=1e-8, atol=1e-8).double()
+    assert small.network.levels == 2  # 4 x 4 and 2 x 2
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        z = torch.randn(16, dtype=torch.float64)
+        ladj = float(small.transform.forward_and_ladj(z)[1])
+    jac = torch.autograd.functional.jacobian(small.transform.forward_value, z)
+    assert abs(ladj - float(torch.linalg.slogdet(jac).logabsdet)) < 1e-6 * (1 + abs(ladj))

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..core import Xform, XformDistribution
+from ..core import Xform, XformDistribution, event_shape_of
+from ..nn import TimeMLP, TimeUNet
 from ..transforms import (
     Bijector,
     Chain,
@@ -19,7 +20,11 @@ from ..transforms import (
     Standardize,
 )
 
-__all__ = ["STANDARDIZATIONS", "ContinuousTimeXform", "resolve_standardize"]
+__all__ = ["ARCHITECTURES", "STANDARDIZATIONS", "ContinuousTimeXform", "field_network", "resolve_standardize"]
+
+#: The networks of a continuous-time family's field (``"auto"``: a U-Net for images of at
+#: least 8 x 8 pixels, else an MLP).
+ARCHITECTURES = ("auto", "mlp", "unet")
 
 #: How a continuous-time family standardizes its data (``standardize=True`` is ``"marginal"``;
 #: ``"auto"`` is ``"regression"`` for a conditional model, else ``"marginal"``).
@@ -35,6 +40,42 @@ def resolve_standardize(standardize: bool | str, context: int, *, guided: bool =
     if standardize != "auto":
         return standardize
     return "regression" if context and not guided else "marginal"
+
+
+def field_network(
+    features: int | tuple[int, ...],
+    context: int,
+    *,
+    architecture: str,
+    hidden,
+    activation: str,
+    time_features: int,
+    zero_last: bool,
+    film: bool,
+    channels: int,
+    attention: bool,
+) -> nn.Module:
+    """The network of a continuous-time family's field, on the flat view of its data: a
+    :class:`~pyro_xform.nn.TimeUNet` (``channels`` wide, self-attention if ``attention``)
+    for an image event shape ``(C, H, W)`` under ``architecture="unet"``, or under
+    ``"auto"`` where ``H, W >= 8``; else a :class:`~pyro_xform.nn.TimeMLP` (``hidden``,
+    ``activation``, ``film``; its output layer at zero if ``zero_last``).
+
+    Raises:
+        ValueError: an unknown architecture, a U-Net asked for a shape that is not an
+            image, or an MLP's option (``film``) given to a U-Net.
+    """
+    shape = event_shape_of(features)
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    if architecture == "unet" and len(shape) != 3:
+        raise ValueError(f"architecture='unet' needs an image event shape (C, H, W), got {tuple(shape)}")
+    image = len(shape) == 3 and min(shape[1:]) >= 8
+    if architecture == "unet" or (architecture == "auto" and image):
+        if film:
+            raise ValueError("film modulates the MLP's layers; the U-Net embeds the time in every block")
+        return TimeUNet(shape, context, channels=channels, attention=attention, time_features=time_features)
+    return TimeMLP(shape.numel(), context, hidden, activation, time_features, zero_last, film)
 
 
 class ContinuousTimeXform(Xform):

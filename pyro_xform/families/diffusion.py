@@ -17,7 +17,7 @@ from ..schedules import Schedule
 from ..schedules import schedule as make_schedule
 from ..transforms import ODESettings
 from . import diffusion_sampling
-from .continuous import ContinuousTimeXform, resolve_standardize
+from .continuous import ContinuousTimeXform, field_network, resolve_standardize
 
 __all__ = ["SAMPLERS", "SDES", "TIME_SAMPLING", "Diffusion"]
 
@@ -136,6 +136,10 @@ class Diffusion(ContinuousTimeXform):
         features: event size.
         context: context size.
         hidden, activation, time_features: the noise network (a :class:`~pyro_xform.nn.TimeMLP`).
+        architecture, channels, attention: the network: ``"auto"`` (a
+            :class:`~pyro_xform.nn.TimeUNet` of base width ``channels``, with self-attention
+            if ``attention``, for images of at least 8 x 8; else the MLP), ``"mlp"`` or
+            ``"unet"`` (see :func:`~pyro_xform.families.continuous.field_network`).
         sde: ``"vp"`` (default; :math:`\\beta` linear from ``beta_min`` to ``beta_max``),
             ``"edm"`` (above) or ``"ve"`` (:math:`\\sigma` geometric from ``sigma_min`` to
             ``sigma_max``; default 0.01 to :math:`3\\sqrt{2 D}`, about the largest distance
@@ -213,6 +217,9 @@ class Diffusion(ContinuousTimeXform):
         ode: ODESettings | dict | None = None,
         standardize: bool | str = "auto",
         time_sampling: str | None = None,
+        architecture: str = "auto",
+        channels: int = 32,
+        attention: bool = False,
         gaussian_skip: bool | None = None,
         lognormal: tuple[float, float] = (-1.0, 1.6),
         film: bool = False,
@@ -236,7 +243,18 @@ class Diffusion(ContinuousTimeXform):
         if gaussian_skip is None:
             gaussian_skip = edm or standardize == "regression"
         gaussian_skip = bool(gaussian_skip)
-        net = TimeMLP(size, context, hidden, activation, time_features, gaussian_skip, film)
+        net = field_network(
+            features,
+            context,
+            architecture=architecture,
+            hidden=hidden,
+            activation=activation,
+            time_features=time_features,
+            zero_last=gaussian_skip,
+            film=film,
+            channels=channels,
+            attention=attention,
+        )
         super().__init__(
             features,
             context,
@@ -251,7 +269,7 @@ class Diffusion(ContinuousTimeXform):
         self._time_cdfs: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
     @property
-    def network(self) -> TimeMLP:
+    def network(self) -> nn.Module:
         """The noise network :math:`\\varepsilon_\\theta` (on scaled inputs, see :class:`Diffusion`)."""
         return self.ode.field.net
 

@@ -11,12 +11,11 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from ..core import event_shape_of
 from ..nn import TimeMLP
 from ..schedules import Schedule
 from ..schedules import schedule as make_schedule
 from ..transforms import ODESettings
-from .continuous import ContinuousTimeXform, resolve_standardize
+from .continuous import ContinuousTimeXform, field_network, resolve_standardize
 
 __all__ = ["COUPLINGS", "PATHS", "TIME_SAMPLING", "FlowMatching", "gaussian_rate", "ot_pairing"]
 
@@ -145,6 +144,10 @@ class FlowMatching(ContinuousTimeXform):
         features: event size.
         context: context size.
         hidden, activation, time_features: the velocity network (a :class:`~pyro_xform.nn.TimeMLP`).
+        architecture, channels, attention: the network: ``"auto"`` (a
+            :class:`~pyro_xform.nn.TimeUNet` of base width ``channels``, with self-attention
+            if ``attention``, for images of at least 8 x 8; else the MLP), ``"mlp"`` or
+            ``"unet"`` (see :func:`~pyro_xform.families.continuous.field_network`).
         path: ``"condot"``, ``"cosine"`` or ``"vp"``.
         sigma_min: the CondOT path's noise at the data end.
         coupling: ``"independent"`` or ``"ot"``.
@@ -211,6 +214,9 @@ class FlowMatching(ContinuousTimeXform):
         gaussian_skip: bool = False,
         film: bool = False,
         time_sampling: str = "uniform",
+        architecture: str = "auto",
+        channels: int = 32,
+        attention: bool = False,
         **ode_changes: Any,
     ) -> None:
         if time_sampling not in TIME_SAMPLING:
@@ -233,8 +239,18 @@ class FlowMatching(ContinuousTimeXform):
                 "space; standardize='regression' makes that space depend on the context"
             )
         null_token = guidance_dropout > 0
-        size = event_shape_of(features).numel()  # the flat size the network works on
-        net = TimeMLP(size, context + int(null_token), hidden, activation, time_features, gaussian_skip, film)
+        net = field_network(
+            features,
+            context + int(null_token),
+            architecture=architecture,
+            hidden=hidden,
+            activation=activation,
+            time_features=time_features,
+            zero_last=gaussian_skip,
+            film=film,
+            channels=channels,
+            attention=attention,
+        )
         super().__init__(
             features,
             context,
@@ -249,7 +265,7 @@ class FlowMatching(ContinuousTimeXform):
         self.time_sampling = time_sampling
 
     @property
-    def network(self) -> TimeMLP:
+    def network(self) -> nn.Module:
         """The velocity network :math:`v_\\theta(x, t, c)`."""
         return self.ode.field.net
 
