@@ -8,7 +8,7 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 
 import pyro_xform as px
 from pyro_xform.infer import BaseReparam
-from pyro_xform.nn import TimeMLP, TimeUNet
+from pyro_xform.nn import MLP, ConvDecoder, ConvEncoder, TimeMLP, TimeUNet
 
 SHAPE = (1, 8, 8)
 
@@ -118,8 +118,13 @@ def test_an_image_model_picks_a_unet_and_a_small_or_flat_one_an_mlp():
     assert isinstance(px.Diffusion(SHAPE, channels=8, attention=True).network, TimeUNet)
     assert isinstance(px.FlowMatching((1, 2, 3)).network, TimeMLP)  # too small to halve
     assert isinstance(px.FlowMatching(SHAPE, architecture="mlp").network, TimeMLP)
+    for family in (px.VAE, px.Autoencoder):
+        model = family(SHAPE, latent=3)
+        assert isinstance(model.encoder, ConvEncoder) and isinstance(model.decoder, ConvDecoder)
+        assert isinstance(family(SHAPE, latent=3, architecture="mlp").encoder, MLP)
+        assert isinstance(family((1, 2, 3), latent=3).encoder, MLP)
     for kwargs, message in [
-        (dict(features=4, architecture="unet"), r"image event shape \(C, H, W\)"),
+        (dict(features=4, architecture="image"), r"image event shape \(C, H, W\)"),
         (dict(features=SHAPE, film=True), "film"),
         (dict(features=SHAPE, architecture="conv"), "architecture must be one of"),
     ]:
@@ -149,7 +154,7 @@ def test_a_unet_flow_has_an_exact_log_determinant_and_trains_every_parameter(ima
     px.fit(fm, images, steps=3, batch_size=16, progress=False, seed=1)
     for name, p in fm.named_parameters():  # the zero-initialized layers do not leave any dead
         assert not torch.equal(p, before[name]), name
-    small = px.FlowMatching((1, 4, 4), architecture="unet", channels=4, rtol=1e-8, atol=1e-8).double()
+    small = px.FlowMatching((1, 4, 4), architecture="image", channels=4, rtol=1e-8, atol=1e-8).double()
     assert small.network.levels == 2  # 4 x 4 and 2 x 2
     with torch.no_grad():
         for p in small.parameters():
@@ -158,3 +163,23 @@ def test_a_unet_flow_has_an_exact_log_determinant_and_trains_every_parameter(ima
         ladj = float(small.transform.forward_and_ladj(z)[1])
     jac = torch.autograd.functional.jacobian(small.transform.forward_value, z)
     assert abs(ladj - float(torch.linalg.slogdet(jac).logabsdet)) < 1e-6 * (1 + abs(ladj))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: px.VAE(SHAPE, 3, latent=4, channels=8, hidden=(32,)),  # a mean and a scale a pixel
+        lambda: px.VAE(SHAPE, latent=4, channels=8, hidden=(32,), likelihood="continuous_bernoulli"),
+        lambda: px.Autoencoder(SHAPE, latent=4, channels=8, hidden=(32,), noise=0.1, particles=8),
+    ],
+    ids=["VAE-normal-cond", "VAE-cb", "Autoencoder"],
+)
+def test_convolutional_latent_models_train_every_parameter_and_score_images(build, images):
+    model = build()
+    context = torch.randn(32, 3) if model.context_features else None
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    px.fit(model, images, context=context, steps=3, batch_size=16, progress=False, seed=0)
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p).all() and not torch.equal(p, before[name]), name
+    d = model(None if context is None else context[:4])
+    assert d.log_prob(images[:4]).shape == (4,) and d.sample().shape == (*d.batch_shape, *SHAPE)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..core import GeneratedDistribution, Xform, as_xform, is_count
-from ..nn import MLP
+from ..nn import MLP, ConvDecoder, ConvEncoder, image_network
 from ..transforms import LatentMap
 from .flows import MAF
 from .importance import log_mean_weight
@@ -44,6 +44,11 @@ class Autoencoder(Xform):
         latent: code size.
         hidden: encoder hidden sizes (the decoder mirrors them).
         activation: activation name.
+        architecture, channels: the encoder and decoder: ``"auto"`` (convolutional, a
+            :class:`~pyro_xform.nn.ConvEncoder` and :class:`~pyro_xform.nn.ConvDecoder` of
+            base width ``channels`` with a dense layer of ``hidden[-1]``, for images of at
+            least 8 x 8; else MLPs), ``"mlp"`` or ``"image"``
+            (:func:`~pyro_xform.nn.image_network`).
         density: the latent density: ``None`` (a MAF) or an exact model with
             ``features == latent`` and ``context`` 0 or the autoencoder's.
         noise: the standard deviation of a Gaussian decoder noise, or ``None``.
@@ -74,6 +79,8 @@ class Autoencoder(Xform):
         latent: int = 8,
         hidden: Sequence[int] = (256, 256),
         activation: str = "relu",
+        architecture: str = "auto",
+        channels: int = 32,
         density: Xform | dict | None = None,
         noise: float | None = None,
         code_penalty: float = 1e-2,
@@ -92,8 +99,12 @@ class Autoencoder(Xform):
         self.latent, self.noise, self.code_penalty, self.particles = latent, noise, code_penalty, particles
         self.log_prob_kind = None if noise is None else "estimate"
         hidden = tuple(hidden)
-        self.encoder = MLP(features, latent, hidden, context, activation, zero_last=False)
-        self.decoder = MLP(latent, features, hidden[::-1], context, activation, zero_last=False)
+        if image_network(self.event_shape, architecture):
+            self.encoder = ConvEncoder(self.event_shape, latent, channels, hidden[-1], context, activation)
+            self.decoder = ConvDecoder(latent, self.event_shape, 1, channels, hidden[-1], context, activation)
+        else:
+            self.encoder = MLP(features, latent, hidden, context, activation, zero_last=False)
+            self.decoder = MLP(latent, features, hidden[::-1], context, activation, zero_last=False)
         density = as_xform(density, name="density")
         if density is None:
             density = MAF(latent, transforms=4, hidden=(64, 64))

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Xform, XformDistribution, event_shape_of
-from ..nn import TimeMLP, TimeUNet
+from ..nn import TimeMLP, TimeUNet, image_network
 from ..transforms import (
     Bijector,
     Chain,
@@ -20,11 +20,7 @@ from ..transforms import (
     Standardize,
 )
 
-__all__ = ["ARCHITECTURES", "STANDARDIZATIONS", "ContinuousTimeXform", "field_network", "resolve_standardize"]
-
-#: The networks of a continuous-time family's field (``"auto"``: a U-Net for images of at
-#: least 8 x 8 pixels, else an MLP).
-ARCHITECTURES = ("auto", "mlp", "unet")
+__all__ = ["STANDARDIZATIONS", "ContinuousTimeXform", "field_network", "resolve_standardize"]
 
 #: How a continuous-time family standardizes its data (``standardize=True`` is ``"marginal"``;
 #: ``"auto"`` is ``"regression"`` for a conditional model, else ``"marginal"``).
@@ -57,21 +53,17 @@ def field_network(
 ) -> nn.Module:
     """The network of a continuous-time family's field, on the flat view of its data: a
     :class:`~pyro_xform.nn.TimeUNet` (``channels`` wide, self-attention if ``attention``)
-    for an image event shape ``(C, H, W)`` under ``architecture="unet"``, or under
-    ``"auto"`` where ``H, W >= 8``; else a :class:`~pyro_xform.nn.TimeMLP` (``hidden``,
-    ``activation``, ``film``; its output layer at zero if ``zero_last``).
+    for an image event shape ``(C, H, W)`` under ``architecture="image"``, or under
+    ``"auto"`` where ``H, W >= 8`` (:func:`~pyro_xform.nn.image_network`); else a
+    :class:`~pyro_xform.nn.TimeMLP` (``hidden``, ``activation``, ``film``; its output layer
+    at zero if ``zero_last``).
 
     Raises:
         ValueError: an unknown architecture, a U-Net asked for a shape that is not an
             image, or an MLP's option (``film``) given to a U-Net.
     """
     shape = event_shape_of(features)
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
-    if architecture == "unet" and len(shape) != 3:
-        raise ValueError(f"architecture='unet' needs an image event shape (C, H, W), got {tuple(shape)}")
-    image = len(shape) == 3 and min(shape[1:]) >= 8
-    if architecture == "unet" or (architecture == "auto" and image):
+    if image_network(shape, architecture):
         if film:
             raise ValueError("film modulates the MLP's layers; the U-Net embeds the time in every block")
         return TimeUNet(shape, context, channels=channels, attention=attention, time_features=time_features)

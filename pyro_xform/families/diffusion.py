@@ -139,7 +139,7 @@ class Diffusion(ContinuousTimeXform):
         architecture, channels, attention: the network: ``"auto"`` (a
             :class:`~pyro_xform.nn.TimeUNet` of base width ``channels``, with self-attention
             if ``attention``, for images of at least 8 x 8; else the MLP), ``"mlp"`` or
-            ``"unet"`` (see :func:`~pyro_xform.families.continuous.field_network`).
+            ``"image"`` (see :func:`~pyro_xform.families.continuous.field_network`).
         sde: ``"vp"`` (default; :math:`\\beta` linear from ``beta_min`` to ``beta_max``),
             ``"edm"`` (above) or ``"ve"`` (:math:`\\sigma` geometric from ``sigma_min`` to
             ``sigma_max``; default 0.01 to :math:`3\\sqrt{2 D}`, about the largest distance

@@ -147,7 +147,7 @@ class FlowMatching(ContinuousTimeXform):
         architecture, channels, attention: the network: ``"auto"`` (a
             :class:`~pyro_xform.nn.TimeUNet` of base width ``channels``, with self-attention
             if ``attention``, for images of at least 8 x 8; else the MLP), ``"mlp"`` or
-            ``"unet"`` (see :func:`~pyro_xform.families.continuous.field_network`).
+            ``"image"`` (see :func:`~pyro_xform.families.continuous.field_network`).
         path: ``"condot"``, ``"cosine"`` or ``"vp"``.
         sigma_min: the CondOT path's noise at the data end.
         coupling: ``"independent"`` or ``"ot"``.

@@ -26,7 +26,7 @@ from ..core import (
     register_normal,
     spec_of,
 )
-from ..nn import MLP
+from ..nn import MLP, ConvDecoder, ConvEncoder, image_network
 from ..transforms import LatentMap
 from .flows import IAF, NSF
 from .importance import log_mean_weight
@@ -99,6 +99,11 @@ class VAE(Xform):
         latent: latent size.
         hidden: hidden sizes of the encoder (the decoder mirrors them).
         activation: activation name.
+        architecture, channels: the encoder and decoder: ``"auto"`` (convolutional, a
+            :class:`~pyro_xform.nn.ConvEncoder` and :class:`~pyro_xform.nn.ConvDecoder` of
+            base width ``channels`` with a dense layer of ``hidden[-1]``, for images of at
+            least 8 x 8; else MLPs), ``"mlp"`` or ``"image"``
+            (:func:`~pyro_xform.nn.image_network`).
         likelihood: ``"normal"``, ``"bernoulli"`` (binary data) or ``"continuous_bernoulli"``
             (data in :math:`[0, 1]`).
         scale: the normal likelihood's standard deviation: ``"decoder"`` (an output of the
@@ -154,6 +159,8 @@ class VAE(Xform):
         latent: int = 8,
         hidden: Sequence[int] = (256, 256),
         activation: str = "relu",
+        architecture: str = "auto",
+        channels: int = 32,
         likelihood: str = "normal",
         scale: str | float = "auto",
         prior: Xform | dict | str | None = "flow",
@@ -197,12 +204,24 @@ class VAE(Xform):
             )
         self.posterior_flow = flow
         h = _POSTERIOR_CONTEXT if flow is not None else 0
-        self.encoder = MLP(features, 2 * latent + h, hidden, context, activation, zero_last=False)
+        image = image_network(self.event_shape, architecture)
+        if image:
+            self.encoder = ConvEncoder(
+                self.event_shape, 2 * latent + h, channels, hidden[-1], context, activation
+            )
+        else:
+            self.encoder = MLP(features, 2 * latent + h, hidden, context, activation, zero_last=False)
         if scale == "auto":
             scale = "learned" if likelihood == "normal" and features <= latent else "decoder"
         self.heteroscedastic = likelihood == "normal" and scale == "decoder"
         outputs = 2 * features if self.heteroscedastic else features
-        self.decoder = MLP(latent, outputs, hidden[::-1], context, activation, zero_last=False)
+        if image:
+            per_pixel = 2 if self.heteroscedastic else 1
+            self.decoder = ConvDecoder(
+                latent, self.event_shape, per_pixel, channels, hidden[-1], context, activation
+            )
+        else:
+            self.decoder = MLP(latent, outputs, hidden[::-1], context, activation, zero_last=False)
         if scale == "learned":
             self.log_scale = nn.Parameter(torch.zeros(features))
         else:

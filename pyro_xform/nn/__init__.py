@@ -1,9 +1,23 @@
 """Networks shared by the families: MLPs, MADE and time-conditioned fields on vectors
-(:mod:`~pyro_xform.nn.mlp`), and a time-conditioned U-Net on images
-(:mod:`~pyro_xform.nn.unet`). Every field takes and returns the flat view
-``(..., features)`` of its data, so the transforms around it need not know the shape."""
+(:mod:`~pyro_xform.nn.mlp`), and on images a convolutional encoder and decoder
+(:mod:`~pyro_xform.nn.conv`) and a time-conditioned U-Net (:mod:`~pyro_xform.nn.unet`).
+Every network takes and returns the flat view ``(..., features)`` of its data, so the
+transforms around it need not know the shape."""
 
+from .conv import ARCHITECTURES, ConvDecoder, ConvEncoder, image_network
 from .mlp import MADE, MLP, Residual, TimeEmbedding, TimeMLP, activation_layer
 from .unet import TimeUNet
 
-__all__ = ["MADE", "MLP", "Residual", "TimeEmbedding", "TimeMLP", "TimeUNet", "activation_layer"]
+__all__ = [
+    "ARCHITECTURES",
+    "MADE",
+    "MLP",
+    "ConvDecoder",
+    "ConvEncoder",
+    "Residual",
+    "TimeEmbedding",
+    "TimeMLP",
+    "TimeUNet",
+    "activation_layer",
+    "image_network",
+]
