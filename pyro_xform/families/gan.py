@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from ..core import GeneratedDistribution, Xform, is_count, normal, register_normal
-from ..nn import MLP
+from ..nn import MLP, ConvDecoder, ConvEncoder, image_network
 from ..transforms import LatentMap, Standardize
 
 __all__ = ["GAN"]
@@ -33,12 +33,17 @@ class GAN(Xform):
     parameters), ``log_prob`` raises ``NotImplementedError`` saying what to use instead.
 
     Args:
-        features: data size.
+        features: data size, or an event shape such as ``(1, 28, 28)``.
         context: conditioning size (both networks see the context).
         latent: size of the base noise :math:`z`.
         hidden: generator hidden sizes.
         discriminator_hidden: discriminator hidden sizes (default ``hidden``).
         activation: activation name.
+        architecture, channels: the networks: ``"auto"`` (for images of at least 8 x 8, a
+            DCGAN-style pair, the generator a :class:`~pyro_xform.nn.ConvDecoder` and the
+            discriminator a :class:`~pyro_xform.nn.ConvEncoder` of base width
+            ``channels``, each with a dense layer of the last hidden size; else MLPs),
+            ``"mlp"`` or ``"image"`` (:func:`~pyro_xform.nn.image_network`).
 
     Examples:
         >>> import torch, pyro_xform
@@ -50,6 +55,8 @@ class GAN(Xform):
 
     References:
         Generative adversarial nets (Goodfellow et al., 2014, arXiv:1406.2661).
+        Unsupervised representation learning with deep convolutional generative adversarial
+        networks (Radford, Metz, Chintala, 2015, arXiv:1511.06434).
         Which training methods for GANs do actually converge? (Mescheder, Geiger, Nowozin,
         2018, arXiv:1801.04406).
     """
@@ -66,15 +73,23 @@ class GAN(Xform):
         hidden: Sequence[int] = (256, 256),
         discriminator_hidden: Sequence[int] | None = None,
         activation: str = "silu",
+        architecture: str = "auto",
+        channels: int = 32,
     ) -> None:
         super().__init__(features, context)
         features = self.features  # the flat size the networks work on
         if not is_count(latent):
             raise ValueError(f"latent must be a positive int, got {latent!r}")
         self.latent = latent
-        self.generator = MLP(latent, features, tuple(hidden), context, activation, zero_last=False)
+        hidden = tuple(hidden)
         hidden_d = tuple(hidden if discriminator_hidden is None else discriminator_hidden)
-        self.discriminator = MLP(features, 1, hidden_d, context, activation, zero_last=False)
+        if image_network(self.event_shape, architecture):
+            shape = self.event_shape
+            self.generator = ConvDecoder(latent, shape, 1, channels, hidden[-1], context, activation)
+            self.discriminator = ConvEncoder(shape, 1, channels, hidden_d[-1], context, activation)
+        else:
+            self.generator = MLP(latent, features, hidden, context, activation, zero_last=False)
+            self.discriminator = MLP(features, 1, hidden_d, context, activation, zero_last=False)
         # Files written under the old names still load.
         self._register_load_state_dict_pre_hook(_renamed)
         register_normal(self, "latent", latent)
