@@ -8,7 +8,7 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 
 import pyro_xform as px
 from pyro_xform.infer import BaseReparam
-from pyro_xform.nn import MLP, ConvDecoder, ConvEncoder, TimeMLP, TimeUNet
+from pyro_xform.nn import MLP, ConvDecoder, ConvEncoder, PixelCNN, TimeMLP, TimeUNet
 
 SHAPE = (1, 8, 8)
 
@@ -188,3 +188,36 @@ def test_convolutional_models_train_every_parameter_and_draw_images(build, image
     assert d.sample().shape == (*d.batch_shape, *SHAPE)
     if d.log_prob_kind is not None:
         assert d.log_prob(images[:4]).shape == (4,)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 5), (3, 4, 4)])
+def test_pixelcnn_position_sees_only_the_positions_before_it(shape):
+    torch.manual_seed(0)
+    net = PixelCNN(shape, 3, channels=6, layers=2, context=2)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p))
+    n = shape[0] * shape[1] * shape[2]
+    x, context = torch.randn(n), torch.randn(2)
+    jac = torch.autograd.functional.jacobian(lambda v: net(v[None], context[None])[0].sum(-1), x)
+    seen = jac.abs() > 0
+    assert not (seen & torch.ones(n, n, dtype=torch.bool).triu()).any()  # nothing at or after i
+    assert seen.sum() > n * (n - 1) / 8  # and much before it: the receptive field grows
+
+
+def test_a_pixelcnn_model_is_a_normalized_distribution_and_fits_images(images):
+    model = px.DiscreteAutoregressive((2, 2, 2), architecture="image", channels=4, layers=1)
+    assert isinstance(model.net, PixelCNN)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    every = torch.cartesian_prod(*[torch.tensor([0.0, 1.0])] * 8).reshape(-1, 2, 2, 2)
+    total = model().log_prob(every.to(torch.get_default_dtype())).logsumexp(0)
+    assert abs(float(total)) < 1e-5  # the 256 binary images' probabilities sum to one
+    levels = (images * 17).floor()
+    model = px.DiscreteAutoregressive(SHAPE, categories=17, channels=16, layers=2)
+    assert isinstance(model.net, PixelCNN)
+    result = px.fit(model, levels, steps=10, batch_size=16, progress=False, seed=0)
+    assert result.losses[-1] < result.losses[0]
+    draws = model().sample((2,))
+    assert draws.shape == (2, *SHAPE) and model().support.check(draws).all()

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from ..core import GeneratedDistribution, Xform, is_count
-from ..nn import MADE
+from ..nn import MADE, PixelCNN, image_network
 from ..transforms import LatentMap
 
 __all__ = ["DiscreteAutoregressive"]
@@ -31,11 +31,16 @@ class DiscreteAutoregressive(Xform):
     ``Bernoulli``), so binary data plug in directly; ``log_prob`` refuses other values.
 
     Args:
-        features: sequence length :math:`D`.
+        features: sequence length :math:`D`, or an image shape ``(C, H, W)`` (the order is
+            channel-major, then raster).
         context: conditioning size.
-        categories: :math:`K` (2: binary).
+        categories: :math:`K` (2: binary, 256: 8-bit pixels).
         hidden: MADE hidden sizes.
         activation: activation name.
+        architecture, channels, layers: the network: ``"auto"`` (for images of at least
+            8 x 8 a :class:`~pyro_xform.nn.PixelCNN` of ``channels`` maps and ``layers``
+            residual blocks; else MADE), ``"mlp"`` (MADE) or ``"image"``
+            (:func:`~pyro_xform.nn.image_network`).
 
     Examples:
         >>> import torch, pyro_xform
@@ -47,7 +52,8 @@ class DiscreteAutoregressive(Xform):
 
     References:
         MADE: Masked autoencoder for distribution estimation (Germain et al., 2015,
-        arXiv:1502.03509). The neural autoregressive distribution estimator (Larochelle,
+        arXiv:1502.03509). Pixel Recurrent Neural Networks (van den Oord et al., 2016,
+        arXiv:1601.06759). The neural autoregressive distribution estimator (Larochelle,
         Murray, 2011). Deep generative models as transforms of a base distribution (Bondar
         et al., 2025, arXiv:2506.17171).
     """
@@ -63,13 +69,19 @@ class DiscreteAutoregressive(Xform):
         categories: int = 2,
         hidden: Sequence[int] = (256, 256),
         activation: str = "relu",
+        architecture: str = "auto",
+        channels: int = 64,
+        layers: int = 4,
     ) -> None:
         super().__init__(features, context)
         features = self.features  # the flat number of positions
         if not is_count(categories, 2):
             raise ValueError(f"categories must be an int >= 2, got {categories!r}")
         self.categories = categories
-        self.net = MADE(features, categories, tuple(hidden), context, activation)
+        if image_network(self.event_shape, architecture):
+            self.net = PixelCNN(self.event_shape, categories, channels, layers, context)
+        else:
+            self.net = MADE(features, categories, tuple(hidden), context, activation)
 
     @property
     def support(self) -> constraints.Constraint:
