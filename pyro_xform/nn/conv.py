@@ -68,6 +68,7 @@ class ConvEncoder(nn.Module):
         activation: activation name.
 
     Examples:
+        >>> import torch
         >>> net = ConvEncoder((1, 8, 8), out=6, channels=8)
         >>> net(torch.randn(5, 64)).shape
         torch.Size([5, 6])
@@ -119,6 +120,7 @@ class ConvDecoder(nn.Module):
         activation: activation name.
 
     Examples:
+        >>> import torch
         >>> net = ConvDecoder(4, (1, 28, 28), per_pixel=2, channels=8)
         >>> net(torch.randn(5, 4)).shape
         torch.Size([5, 1568])

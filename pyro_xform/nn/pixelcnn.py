@@ -60,6 +60,7 @@ class PixelCNN(nn.Module):
         context: context size (0: none).
 
     Examples:
+        >>> import torch
         >>> net = PixelCNN((1, 4, 4), categories=3, channels=8, layers=1)
         >>> x = torch.zeros(2, 16)
         >>> net(x).shape
