@@ -9,6 +9,7 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 import pyro_xform as px
 from pyro_xform.infer import BaseReparam
 from pyro_xform.nn import MLP, ConvDecoder, ConvEncoder, PixelCNN, TimeMLP, TimeUNet
+from pyro_xform.transforms import MultiscaleFlow
 
 SHAPE = (1, 8, 8)
 
@@ -222,3 +223,22 @@ def test_a_pixelcnn_model_is_a_normalized_distribution_and_fits_images(images):
     assert result.losses[-1] < result.losses[0]
     draws = model().sample((2,))
     assert draws.shape == (2, *SHAPE) and model().support.check(draws).all()
+
+
+def test_multiscale_flow_is_realnvps_image_network_and_scores_digits(images):
+    flow = px.RealNVP(SHAPE, transforms=2, channels=8)
+    assert isinstance(flow.transform[0], MultiscaleFlow) and len(flow.transform[0].levels) == 2
+    assert not isinstance(px.RealNVP(SHAPE, architecture="mlp").transform[0], MultiscaleFlow)
+    with pytest.raises(ValueError, match="even image sides"):
+        px.RealNVP((1, 9, 9), architecture="image")
+    result = px.fit(flow, images, steps=20, batch_size=32, progress=False, seed=0)
+    assert result.losses[-1] < result.losses[0]
+    lp = flow().log_prob(images)
+    assert lp.shape == (32,) and torch.isfinite(lp).all()
+
+
+def test_image_networks_without_a_jax_twin_say_so():
+    to_numpyro = pytest.importorskip("pyro_xform.numpyro").to_numpyro
+    for model in (px.RealNVP(SHAPE, transforms=1, channels=4), px.FlowMatching(SHAPE, channels=4)):
+        with pytest.raises(NotImplementedError, match=r"no (NumPyro|JAX) twin"):
+            to_numpyro(model)

@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor
 
-from ..core import Xform, XformDistribution, is_count
+from ..core import Xform, XformDistribution, event_shape_of, is_count
+from ..nn import image_network
 from ..transforms import (
     ActNorm,
     AffineAutoregressive,
@@ -14,10 +15,12 @@ from ..transforms import (
     Bijector,
     Chain,
     LULinear,
+    MultiscaleFlow,
     Permutation,
     SplineAutoregressive,
     SplineCoupling,
     Standardize,
+    scales_for,
 )
 
 __all__ = ["IAF", "MAF", "NSF", "Flow", "RealNVP"]
@@ -46,6 +49,8 @@ class Flow(Xform):
         standardize: end the chain with a fixed :class:`Standardize` set from the training
             data, so the blocks work on standardized data (as the continuous-time families
             do) and the density stays that of ``x``.
+        image: factory of one image bijector that stands for the whole chain (blocks,
+            ``linear``, ``actnorm`` and ``standardize`` then do not apply).
 
     References:
         Normalizing flows for probabilistic modeling and inference (Papamakarios et al.,
@@ -62,6 +67,7 @@ class Flow(Xform):
         linear: str | None = "permutation",
         actnorm: bool = False,
         standardize: bool = False,
+        image: Callable[[], Bijector] | None = None,
     ) -> None:
         super().__init__(features, context)
         features = self.features  # the flat size the layers work on
@@ -69,6 +75,9 @@ class Flow(Xform):
             raise ValueError(f"transforms must be a positive int, got {transforms!r}")
         if linear not in _LINEAR:
             raise ValueError(f"linear must be one of {_LINEAR}, got {linear!r}")
+        if image is not None:  # the image network stands for the chain of blocks
+            self.transform = Chain([image()])
+            return
         layers: list[Bijector] = []
         for i in range(transforms):
             if i and linear is not None:
@@ -172,6 +181,12 @@ class RealNVP(Flow):
     """RealNVP: affine coupling blocks; sampling and scoring each take one pass.
     ``residual`` and ``standardize`` as in :class:`NSF`.
 
+    On images (``features`` a shape ``(C, H, W)`` of at least 8 x 8 that squeezes at least
+    once, under ``architecture="auto"``) it is the multi-scale flow of RealNVP and Glow, a
+    :class:`~pyro_xform.transforms.MultiscaleFlow` with ``transforms`` steps a scale and
+    conditioners of ``channels`` feature maps; ``architecture="mlp"`` keeps the blocks on
+    the flat vector.
+
     Examples:
         >>> import pyro_xform
         >>> pyro_xform.RealNVP(features=2)().sample((3,)).shape
@@ -179,7 +194,8 @@ class RealNVP(Flow):
 
     References:
         Density estimation using Real NVP (Dinh, Sohl-Dickstein, Bengio, 2016,
-        arXiv:1605.08803).
+        arXiv:1605.08803). Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma,
+        Dhariwal, 2018, arXiv:1807.03039).
     """
 
     def __init__(
@@ -194,7 +210,15 @@ class RealNVP(Flow):
         log_scale_bound: float = 5.0,
         residual: bool = False,
         standardize: bool = False,
+        architecture: str = "auto",
+        channels: int = 64,
     ) -> None:
+        shape = event_shape_of(features)
+        image = None
+        if image_network(shape, architecture) and scales_for(shape) >= 1:
+            image = lambda: MultiscaleFlow(shape, context, None, transforms, channels, log_scale_bound)  # noqa: E731
+        elif architecture == "image":
+            raise ValueError(f"the multi-scale flow needs even image sides of at least 4, got {tuple(shape)}")
         super().__init__(
             features,
             context,
@@ -205,6 +229,7 @@ class RealNVP(Flow):
             linear=linear,
             actnorm=actnorm,
             standardize=standardize,
+            image=image,
         )
 
 

@@ -126,6 +126,8 @@ class TimeDense:
 
     @classmethod
     def of(cls, net: tnn.TimeMLP) -> TimeDense:
+        if not isinstance(net, tnn.TimeMLP):
+            raise NotImplementedError(f"no JAX twin for the field network {type(net).__name__}")
         k = net.time.out_features
         weight = net.net.context_layer.weight
         dense = Dense.of(net.net)

@@ -6,6 +6,7 @@ from .coupling import AffineCoupling, Coupling, SplineCoupling
 from .elementwise import Affine, RQSpline
 from .latent_map import LatentMap, LatentMapTransform
 from .linear import LULinear, Permutation, TriangularAffine
+from .multiscale import MultiscaleFlow, scales_for
 from .normalization import ActNorm, ConditionalStandardize, Standardize
 from .ode import FIXED_STEP_SOLVERS, ODESettings, ODETransform
 
@@ -24,6 +25,7 @@ __all__ = [
     "LULinear",
     "LatentMap",
     "LatentMapTransform",
+    "MultiscaleFlow",
     "ODESettings",
     "ODETransform",
     "Permutation",
@@ -32,4 +34,5 @@ __all__ = [
     "SplineCoupling",
     "Standardize",
     "TriangularAffine",
+    "scales_for",
 ]

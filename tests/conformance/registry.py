@@ -27,6 +27,7 @@ class Entry:
     discrete: bool = False
     # Data in the family's support, (n, event_shape) -> float64 tensor; None: standard normal.
     data: Callable[[int, tuple], torch.Tensor] | None = None
+    numpyro: bool = True  # has a JAX twin (tests/conformance/test_numpyro.py)
 
     @property
     def exact(self) -> bool:
@@ -37,9 +38,9 @@ def transform(name: str, factory, conditional: bool = False) -> Entry:
     return Entry(name, factory, "transform", conditional=conditional)
 
 
-def exact(name: str, factory, conditional: bool = False) -> Entry:
+def exact(name: str, factory, conditional: bool = False, numpyro: bool = True) -> Entry:
     """A family with an exact density and an invertible transform (flows, continuous time)."""
-    return Entry(name, factory, "family", conditional=conditional)
+    return Entry(name, factory, "family", conditional=conditional, numpyro=numpyro)
 
 
 def generated(name: str, factory, density: str | None, conditional=False, data=None, discrete=False) -> Entry:
@@ -160,6 +161,7 @@ REGISTRY = [
     exact("MAF-image", lambda: px.MAF(IMG, transforms=2, actnorm=True, **H)),
     exact("IAF-image-cond", lambda: px.IAF(IMG, C, transforms=2, **H), True),
     exact("RealNVP-image", lambda: px.RealNVP(IMG, transforms=2, standardize=True, **H)),
+    exact("RealNVP-multiscale-cond", lambda: px.RealNVP((1, 4, 4), C, 2, architecture="image", channels=8), True, numpyro=False),
     exact("NSF-image-cond", lambda: px.NSF(IMG, C, transforms=2, **SPLINE), True),
     exact("FlowMatching-image-cond", lambda: px.FlowMatching(IMG, C, **ODE), True),
     generated("VAE-image", lambda: vae(features=IMG), "estimate"),

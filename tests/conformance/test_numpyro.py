@@ -22,7 +22,7 @@ from pyro_xform.numpyro import export_bijector, to_numpyro  # noqa: E402
 from .registry import REGISTRY, D  # noqa: E402
 from .test_conformance import build, context_for, features  # noqa: E402
 
-EXPORTABLE = [e for e in REGISTRY if e.invertible and e.exact and not e.discrete]
+EXPORTABLE = [e for e in REGISTRY if e.invertible and e.exact and not e.discrete and e.numpyro]
 ids = [e.name for e in EXPORTABLE]
 
 
