@@ -1,6 +1,16 @@
-"""Images: our U-Net flow matching against torchcfm's ``UNetModel`` of the same size, one run.
+"""Images: every family's image network against its flat twin and the peers, one run.
 
-Section ``throughput`` (the one built so far): a flow-matching training step (CondOT path,
+Section ``bpd``: each model trains for ``--steps`` steps (batch 64, Adam 1e-3, fresh
+dequantization noise every batch) and reports test bits/dim on the data's own scale
+(``(NLL / D + log L) / log 2`` for L levels; the test images are dequantized once) and its
+training wall-clock. Exact where the model's density is exact (the flows); flow matching by
+the Hutchinson estimate of its PF-ODE density (rk4, ``--ode-steps`` steps, one Rademacher
+probe per image and pass, ``--passes`` passes; the figure is their mean, ± its standard
+error), with the same solver for the U-Net and the MLP field; the VAE by IWAE with
+``--iwae`` particles; PixelCNN on the integer pixels (exact, the same scale). The peer is
+zuko's NSF on the flat vector with our NSF's settings (4 coupling layers of 2x64, 8 bins).
+
+Section ``throughput``: a flow-matching training step (CondOT path,
 independent coupling, Adam) on Fashion-MNIST ``(1, 28, 28)`` images, batch 64 by default,
 for ``pyro_xform.FlowMatching`` (its default U-Net for this shape: 32 channels, widths
 1, 2, 2, one residual block a resolution, no attention; the step is ``fit``'s own loss,
@@ -11,19 +21,21 @@ printed beside the times; rounds are interleaved and the medians compared, so ma
 hits both alike. Peak memory is reported on CUDA only (``torch.cuda.max_memory_allocated``);
 on the CPU a process's peak resident size cannot be split between two models in one run.
 
-Still to come in this script (issue 19): test bits/dim of every family with a likelihood,
-sample grids, and the Fréchet distance on a classifier trained here.
+Still to come in this script (issue 19): Diffusion, the sample grids, the Fréchet distance
+on a classifier trained here, and torchcfm's U-Net scored by our ODE.
 
 Data: Debian's ``dataset-fashion-mnist`` (``apt-get install dataset-fashion-mnist``), or the
 8x8 digits as ``(1, 8, 8)`` images with ``--data digits`` (no package needed).
 
     pip install -e ".[bench]"
-    python bench/images.py [--threads 2] [--batch 64] [--rounds 7] [--steps 5] [--data fashion-mnist]
+    python bench/images.py --section bpd --data digits [--steps 2000] [--only RealNVP,FM-unet]
+    python bench/images.py --section throughput [--threads 2] [--batch 64] [--rounds 7] [--steps 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -33,10 +45,94 @@ import pyro_xform as px
 from pyro_xform.objectives import get_objective
 
 
-def images(name: str) -> torch.Tensor:
+def images(name: str, split: str = "train") -> torch.Tensor:
     if name == "digits":
-        return px.datasets.digits(image=True).train
-    return px.datasets.fashion_mnist().train[:4096]
+        return getattr(px.datasets.digits(image=True), split)
+    return getattr(px.datasets.fashion_mnist(), split)[:4096]
+
+
+LEVELS = {"digits": 17, "fashion-mnist": 256}
+
+
+def candidates(shape, levels):
+    """name -> (model factory, how it is scored)."""
+    return {
+        "RealNVP-multiscale": (lambda: px.RealNVP(shape), "exact"),
+        "RealNVP-flat": (lambda: px.RealNVP(shape, architecture="mlp"), "exact"),
+        "NSF-flat": (lambda: px.NSF(shape), "exact"),
+        "FM-unet": (lambda: px.FlowMatching(shape), "hutchinson"),
+        "FM-mlp": (lambda: px.FlowMatching(shape, architecture="mlp"), "hutchinson"),
+        "VAE-conv": (lambda: px.VAE(shape, latent=16), "iwae"),
+        "PixelCNN": (lambda: px.DiscreteAutoregressive(shape, categories=levels), "discrete"),
+    }
+
+
+def zuko_nsf(train, test, args, levels):
+    import zuko
+
+    torch.manual_seed(0)
+    d = train[0].numel()
+    flow = zuko.flows.NSF(d, transforms=4, hidden_features=(64, 64), bins=8)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    dequantize, flat = px.datasets.Dequantize(levels), train.flatten(1)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        batch = dequantize(flat[torch.randint(0, len(flat), (64,))])
+        optimizer.zero_grad()
+        (-flow().log_prob(batch).mean()).backward()
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        nll = -float(flow().log_prob(test.flatten(1)).mean())
+    return nll, 0.0, seconds
+
+
+def score(model, kind, test, args, levels):
+    """Test NLL in nats per image (on the [0, 1) scale; discrete: of the integer pixels) and
+    its standard error."""
+    with torch.no_grad():
+        if kind == "exact":
+            return -float(model().log_prob(test).mean()), 0.0
+        if kind == "iwae":
+            bounds = [model.iwae(b, particles=args.iwae, chunk=50) for b in test.split(60)]
+            return -float(torch.cat(bounds).mean()), 0.0
+        if kind == "discrete":  # -log P(k) less D log L: the continuous scale bits_per_dim takes
+            nll = -float(model().log_prob((test * levels).floor()).mean())
+            return nll - test[0].numel() * math.log(levels), 0.0
+        d = model(solver="rk4", steps=args.ode_steps, trace="hutchinson", probes=1)
+        passes = [-torch.cat([d.log_prob(b) for b in test.split(120)]).mean() for _ in range(args.passes)]
+        passes = torch.stack(passes)
+        return float(passes.mean()), float(passes.std() / math.sqrt(args.passes))
+
+
+def bits(args) -> None:
+    train, test = images(args.data), images(args.data, "test")[: args.test]
+    levels, dims = LEVELS[args.data], train[0].numel()
+    shape = tuple(train.shape[1:])
+    rows = []
+    chosen = candidates(shape, levels)
+    only = set(args.only.split(",")) if args.only else None
+    for name, (build, kind) in chosen.items():
+        if only and name not in only:
+            continue
+        torch.manual_seed(0)
+        model = build()
+        data = (train * levels).floor() if kind == "discrete" else train
+        augment = None if kind == "discrete" else px.datasets.Dequantize(levels)
+        start = time.perf_counter()
+        px.fit(model, data, steps=args.steps, batch_size=64, lr=1e-3, progress=False, seed=0, augment=augment)
+        seconds = time.perf_counter() - start
+        nll, se = score(model, kind, test, args, levels)
+        bpd = px.datasets.bits_per_dim(nll, dims, levels)
+        rows.append((name, kind, bpd, se / dims / math.log(2), seconds))
+        print(f"{rows[-1][0]:<20} {rows[-1][2]:.3f} ± {rows[-1][3]:.3f}  ({seconds:.0f} s)", flush=True)
+    if not only or "zuko-NSF" in only:
+        nll, _, seconds = zuko_nsf(train, test, args, levels)
+        rows.append(("zuko-NSF", "exact", px.datasets.bits_per_dim(nll, dims, levels), 0.0, seconds))
+    print(f"\ntest bits/dim, {args.data} {shape}, {args.steps} steps, {len(test)} test images")
+    print(f"{'model':<20} {'scored':<11} {'bits/dim':>9} {'± se':>7} {'train s':>8}")
+    for name, kind, bpd, se, seconds in rows:
+        print(f"{name:<20} {kind:<11} {bpd:>9.3f} {se:>7.3f} {seconds:>8.0f}")
 
 
 def ours(shape, device):
@@ -116,13 +212,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--section", choices=("bpd", "throughput"), default="bpd")
+    parser.add_argument("--steps", type=int, default=None, help="bpd: 2000; throughput: 5 a round")
+    parser.add_argument("--test", type=int, default=360, help="bpd: test images scored")
+    parser.add_argument("--ode-steps", type=int, default=16)
+    parser.add_argument("--passes", type=int, default=4)
+    parser.add_argument("--iwae", type=int, default=1000)
+    parser.add_argument("--only", default=None, help="bpd: comma-separated model names")
     parser.add_argument("--data", choices=("fashion-mnist", "digits"), default="fashion-mnist")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    throughput(args, images(args.data), torch.device(args.device))
+    if args.section == "bpd":
+        args.steps = 2000 if args.steps is None else args.steps
+        bits(args)
+    else:
+        args.steps = 5 if args.steps is None else args.steps
+        throughput(args, images(args.data), torch.device(args.device))
 
 
 if __name__ == "__main__":
