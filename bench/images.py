@@ -3,8 +3,8 @@
 Section ``bpd``: each model trains for ``--steps`` steps (batch 64, Adam 1e-3, fresh
 dequantization noise every batch) and reports test bits/dim on the data's own scale
 (``(NLL / D + log L) / log 2`` for L levels; the test images are dequantized once) and its
-training wall-clock. Exact where the model's density is exact (the flows); flow matching by
-the Hutchinson estimate of its PF-ODE density (rk4, ``--ode-steps`` steps, one Rademacher
+training wall-clock. Exact where the model's density is exact (the flows); flow matching and
+diffusion by the Hutchinson estimate of their ODE density (rk4, ``--ode-steps`` steps, one Rademacher
 probe per image and pass, ``--passes`` passes; the figure is their mean, ± its standard
 error), with the same solver for the U-Net and the MLP field; the VAE by IWAE with
 ``--iwae`` particles; PixelCNN on the integer pixels (exact, the same scale). The peer is
@@ -21,7 +21,7 @@ printed beside the times; rounds are interleaved and the medians compared, so ma
 hits both alike. Peak memory is reported on CUDA only (``torch.cuda.max_memory_allocated``);
 on the CPU a process's peak resident size cannot be split between two models in one run.
 
-Still to come in this script (issue 19): Diffusion, the sample grids, the Fréchet distance
+Still to come in this script (issue 19): the sample grids, the Fréchet distance
 on a classifier trained here, and torchcfm's U-Net scored by our ODE.
 
 Data: Debian's ``dataset-fashion-mnist`` (``apt-get install dataset-fashion-mnist``), or the
@@ -62,6 +62,7 @@ def candidates(shape, levels):
         "NSF-flat": (lambda: px.NSF(shape), "exact"),
         "FM-unet": (lambda: px.FlowMatching(shape), "hutchinson"),
         "FM-mlp": (lambda: px.FlowMatching(shape, architecture="mlp"), "hutchinson"),
+        "Diffusion-unet": (lambda: px.Diffusion(shape), "hutchinson"),
         "VAE-conv": (lambda: px.VAE(shape, latent=16), "iwae"),
         "PixelCNN": (lambda: px.DiscreteAutoregressive(shape, categories=levels), "discrete"),
     }
