@@ -59,7 +59,8 @@ def candidates(shape, levels):
     return {
         "RealNVP-multiscale": (lambda: px.RealNVP(shape), "exact"),
         "RealNVP-flat": (lambda: px.RealNVP(shape, architecture="mlp"), "exact"),
-        "NSF-flat": (lambda: px.NSF(shape), "exact"),
+        "NSF-multiscale": (lambda: px.NSF(shape), "exact"),
+        "NSF-flat": (lambda: px.NSF(shape, architecture="mlp"), "exact"),
         "FM-unet": (lambda: px.FlowMatching(shape), "hutchinson"),
         "FM-mlp": (lambda: px.FlowMatching(shape, architecture="mlp"), "hutchinson"),
         "Diffusion-unet": (lambda: px.Diffusion(shape), "hutchinson"),

@@ -9,7 +9,7 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 import pyro_xform as px
 from pyro_xform.infer import BaseReparam
 from pyro_xform.nn import MLP, ConvDecoder, ConvEncoder, PixelCNN, TimeMLP, TimeUNet
-from pyro_xform.transforms import MultiscaleFlow
+from pyro_xform.transforms import MultiscaleFlow, RQSpline
 
 SHAPE = (1, 8, 8)
 
@@ -229,6 +229,9 @@ def test_multiscale_flow_is_realnvps_image_network_and_scores_digits(images):
     flow = px.RealNVP(SHAPE, transforms=2, channels=8)
     assert isinstance(flow.transform[0], MultiscaleFlow) and len(flow.transform[0].levels) == 2
     assert not isinstance(px.RealNVP(SHAPE, architecture="mlp").transform[0], MultiscaleFlow)
+    spline = px.NSF(SHAPE, transforms=1, channels=4).transform[0]
+    assert isinstance(spline, MultiscaleFlow) and isinstance(spline.levels[0][0].transformer, RQSpline)
+    assert not isinstance(px.NSF(SHAPE, variant="autoregressive").transform[0], MultiscaleFlow)
     with pytest.raises(ValueError, match="even image sides"):
         px.RealNVP((1, 9, 9), architecture="image")
     result = px.fit(flow, images, steps=20, batch_size=32, progress=False, seed=0)

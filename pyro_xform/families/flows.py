@@ -28,6 +28,17 @@ __all__ = ["IAF", "MAF", "NSF", "Flow", "RealNVP"]
 _LINEAR = ("permutation", "lu", None)
 
 
+def _multiscale(features, context: int, architecture: str, steps: int, channels: int, **coupling):
+    """A factory of the :class:`MultiscaleFlow` a flow uses on images (``coupling`` its
+    settings), or ``None`` where the flow keeps its blocks on the flat vector."""
+    shape = event_shape_of(features)
+    if image_network(shape, architecture) and scales_for(shape) >= 1:
+        return lambda: MultiscaleFlow(shape, context, None, steps, channels, **coupling)
+    if architecture == "image":
+        raise ValueError(f"the multi-scale flow needs even image sides of at least 4, got {tuple(shape)}")
+    return None
+
+
 class Flow(Xform):
     """A normalizing flow: :math:`x = T_K \\circ \\dots \\circ T_1(z)`, :math:`z \\sim \\mathcal N(0, I)`,
 
@@ -213,12 +224,9 @@ class RealNVP(Flow):
         architecture: str = "auto",
         channels: int = 64,
     ) -> None:
-        shape = event_shape_of(features)
-        image = None
-        if image_network(shape, architecture) and scales_for(shape) >= 1:
-            image = lambda: MultiscaleFlow(shape, context, None, transforms, channels, log_scale_bound)  # noqa: E731
-        elif architecture == "image":
-            raise ValueError(f"the multi-scale flow needs even image sides of at least 4, got {tuple(shape)}")
+        image = _multiscale(
+            features, context, architecture, transforms, channels, log_scale_bound=log_scale_bound
+        )
         super().__init__(
             features,
             context,
@@ -241,6 +249,12 @@ class NSF(Flow):
     ``residual=True`` gives the coupling blocks conditioners of residual blocks (linear at
     initialization); ``standardize=True`` standardizes the data first (see :class:`Flow`).
     Both help most when data are few, e.g. neural posterior estimation.
+
+    On images (``features`` a shape ``(C, H, W)`` of at least 8 x 8 that squeezes at least
+    once, under ``architecture="auto"``) it is a multi-scale flow of spline couplings, a
+    :class:`~pyro_xform.transforms.MultiscaleFlow` with ``transforms`` steps a scale and
+    conditioners of ``channels`` feature maps (``variant`` must be ``"coupling"``);
+    ``architecture="mlp"`` keeps the blocks on the flat vector.
 
     Examples:
         >>> import torch, pyro_xform
@@ -266,6 +280,8 @@ class NSF(Flow):
         actnorm: bool = False,
         residual: bool = False,
         standardize: bool = False,
+        architecture: str = "auto",
+        channels: int = 64,
     ) -> None:
         if variant not in ("coupling", "autoregressive"):
             raise ValueError(f"variant must be 'coupling' or 'autoregressive', got {variant!r}")
@@ -277,6 +293,18 @@ class NSF(Flow):
                 return SplineCoupling(self.features, context, hidden, activation, bins, bound, residual)
             return SplineAutoregressive(self.features, context, hidden, activation, "density", bins, bound)
 
+        image = None
+        if variant == "coupling":
+            image = _multiscale(
+                features,
+                context,
+                architecture,
+                transforms,
+                channels,
+                coupling="spline",
+                bins=bins,
+                bound=bound,
+            )
         super().__init__(
             features,
             context,
@@ -285,4 +313,5 @@ class NSF(Flow):
             linear=linear,
             actnorm=actnorm,
             standardize=standardize,
+            image=image,
         )

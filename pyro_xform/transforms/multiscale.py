@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Bijector
-from .elementwise import Affine
+from .elementwise import Affine, RQSpline
 
 __all__ = ["MultiscaleFlow", "scales_for"]
 
@@ -80,20 +80,21 @@ class _InvertibleConv(nn.Module):
 
 
 class _Coupling(nn.Module):
-    """:math:`x_B = z_B e^{s} + t`, :math:`(t, s)` a conv net of :math:`z_A` (the first
-    half of the channels) and the context; the net's last conv starts at zero."""
+    """:math:`x_B = \tau(z_B; \theta)`, :math:`\tau` element-wise (affine or a spline) with
+    parameters :math:`\theta` a conv net of :math:`z_A` (the first half of the channels) and
+    the context; the net's last conv starts at zero, so the coupling starts as the identity."""
 
-    def __init__(self, channels: int, hidden: int, context: int, log_scale_bound: float) -> None:
+    def __init__(self, channels: int, hidden: int, context: int, transformer) -> None:
         super().__init__()
         self.a = channels // 2
         self.b = channels - self.a
         self.first = nn.Conv2d(self.a, hidden, 3, padding=1)
         self.context_layer = nn.Linear(context, hidden) if context else None
         self.middle = nn.Conv2d(hidden, hidden, 1)
-        self.last = nn.Conv2d(hidden, 2 * self.b, 3, padding=1)
+        self.transformer = transformer
+        self.last = nn.Conv2d(hidden, transformer.params_per_dim * self.b, 3, padding=1)
         nn.init.zeros_(self.last.weight)
         nn.init.zeros_(self.last.bias)
-        self.affine = Affine(log_scale_bound)
 
     def _params(self, a: Tensor, context: Tensor | None) -> Tensor:
         h = self.first(a)
@@ -101,12 +102,12 @@ class _Coupling(nn.Module):
             h = h + self.context_layer(context)[:, :, None, None]
         p = self.last(F.relu(self.middle(F.relu(h))))
         n, _, height, width = p.shape
-        return p.reshape(n, self.b, 2, height, width).permute(0, 1, 3, 4, 2)
+        return p.reshape(n, self.b, -1, height, width).permute(0, 1, 3, 4, 2)
 
     def _map(self, v: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         a, b = v[:, : self.a], v[:, self.a :]
         p = self._params(a, context)
-        b, ladj = (self.affine.inverse if inverse else self.affine.forward)(b, p)
+        b, ladj = (self.transformer.inverse if inverse else self.transformer.forward)(b, p)
         return torch.cat((a, b), 1), ladj.flatten(1).sum(-1)
 
     def forward(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -120,9 +121,9 @@ class MultiscaleFlow(Bijector):
     """A multi-scale flow on images of shape ``(C, H, W)``, on their flat view. From data to
     base, at each of ``scales`` scales: a squeeze (each 2 x 2 block of pixels becomes 4
     channels), ``steps`` steps of per-channel ActNorm, an invertible 1 x 1 convolution and
-    an affine coupling whose conditioner is a small conv net (``hidden`` maps) of half the
-    channels and the context, and, at every scale but the last, half the channels factored
-    out to the base. The log-determinant adds the steps':
+    a coupling (affine, or a rational-quadratic spline) whose conditioner is a small conv
+    net (``hidden`` maps) of half the channels and the context, and, at every scale but the
+    last, half the channels factored out to the base. The log-determinant adds the steps':
 
     .. math:: \\log|\\det| = \\sum_{\\text{ActNorm}} HW\\textstyle\\sum_c s_c
         + \\sum_{1\\times1} HW \\log|\\det W| + \\sum_{\\text{coupling}} \\sum s .
@@ -135,7 +136,9 @@ class MultiscaleFlow(Bijector):
         scales: number of scales (default: as many as :func:`scales_for` allows).
         steps: flow steps a scale.
         hidden: feature maps of each conditioner.
-        log_scale_bound: bound of each coupling's log-scale (see :class:`Affine`).
+        log_scale_bound: bound of each affine coupling's log-scale (see :class:`Affine`).
+        coupling: ``"affine"`` (RealNVP, Glow) or ``"spline"`` (NSF; ``bins`` bins with
+            identity tails outside ``[-bound, bound]``, see :class:`RQSpline`).
 
     Examples:
         >>> flow = MultiscaleFlow((1, 8, 8), steps=2, hidden=8)
@@ -147,7 +150,8 @@ class MultiscaleFlow(Bijector):
     References:
         Density estimation using Real NVP (Dinh, Sohl-Dickstein, Bengio, 2016,
         arXiv:1605.08803). Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma,
-        Dhariwal, 2018, arXiv:1807.03039).
+        Dhariwal, 2018, arXiv:1807.03039). Neural Spline Flows (Durkan, Bekasov, Murray,
+        Papamakarios, 2019, arXiv:1906.04032).
     """
 
     def __init__(
@@ -158,7 +162,13 @@ class MultiscaleFlow(Bijector):
         steps: int = 4,
         hidden: int = 64,
         log_scale_bound: float = 5.0,
+        coupling: str = "affine",
+        bins: int = 8,
+        bound: float = 5.0,
     ) -> None:
+        if coupling not in ("affine", "spline"):
+            raise ValueError(f"coupling must be 'affine' or 'spline', got {coupling!r}")
+        transformer = Affine(log_scale_bound) if coupling == "affine" else RQSpline(bins, bound)
         shape = tuple(shape)
         super().__init__(shape[0] * shape[1] * shape[2], context)
         scales = scales_for(shape) if scales is None else scales
@@ -173,7 +183,7 @@ class MultiscaleFlow(Bijector):
             steps_here = nn.ModuleList()
             for _ in range(steps):  # base -> data order: coupling, 1x1, ActNorm
                 steps_here.extend(
-                    [_Coupling(c, hidden, context, log_scale_bound), _InvertibleConv(c), _ActNorm(c)]
+                    [_Coupling(c, hidden, context, transformer), _InvertibleConv(c), _ActNorm(c)]
                 )
             self.levels.append(steps_here)
             if scale < scales - 1:

@@ -162,6 +162,7 @@ REGISTRY = [
     exact("IAF-image-cond", lambda: px.IAF(IMG, C, transforms=2, **H), True),
     exact("RealNVP-image", lambda: px.RealNVP(IMG, transforms=2, standardize=True, **H)),
     exact("RealNVP-multiscale-cond", lambda: px.RealNVP((1, 4, 4), C, 2, architecture="image", channels=8), True, numpyro=False),
+    exact("NSF-multiscale", lambda: px.NSF((1, 4, 4), transforms=2, bins=4, bound=3.0, architecture="image", channels=8), numpyro=False),
     exact("NSF-image-cond", lambda: px.NSF(IMG, C, transforms=2, **SPLINE), True),
     # A 1x1x2 image: the ODE's tight solve on all six numbers of IMG took 28 s over the suite.
     exact("FlowMatching-image-cond", lambda: px.FlowMatching((1, 1, 2), C, **ODE), True),
