@@ -245,3 +245,10 @@ def test_image_networks_without_a_jax_twin_say_so():
     for model in (px.RealNVP(SHAPE, transforms=1, channels=4), px.FlowMatching(SHAPE, channels=4)):
         with pytest.raises(NotImplementedError, match=r"no (NumPyro|JAX) twin"):
             to_numpyro(model)
+
+
+def test_a_latent_model_of_image_shape_is_refused_as_a_prior_over_a_flat_code():
+    with pytest.raises(ValueError, match=r"features=\(1, 2, 2\); it must equal latent=4"):
+        px.VAE(4, latent=4, prior=px.NSF((1, 2, 2)))
+    with pytest.raises(ValueError, match=r"got features=\(1, 2, 2\)"):
+        px.Autoencoder(4, latent=4, density=px.MAF((1, 2, 2)))

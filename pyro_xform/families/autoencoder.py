@@ -108,10 +108,10 @@ class Autoencoder(Xform):
         density = as_xform(density, name="density")
         if density is None:
             density = MAF(latent, transforms=4, hidden=(64, 64))
-        if density.features != latent or density.context_features not in (0, context):
+        if density.event_shape != (latent,) or density.context_features not in (0, context):
             raise ValueError(
                 f"the density must have features={latent} and context 0 or {context}; got "
-                f"features={density.features}, context={density.context_features}"
+                f"features={tuple(density.event_shape)}, context={density.context_features}"
             )
         if density.log_prob_kind != "exact":
             raise ValueError(f"the latent density needs an exact log_prob; {type(density).__name__} has none")

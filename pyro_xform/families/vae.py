@@ -246,8 +246,9 @@ class VAE(Xform):
     def _check_latent_model(self, model: Xform | None, what: str, contexts: tuple[int, ...]) -> Xform | None:
         if model is None:
             return None
-        if model.features != self.latent:
-            raise ValueError(f"the {what} has features={model.features}; it must equal latent={self.latent}")
+        if model.event_shape != (self.latent,):
+            shape = model.features if len(model.event_shape) == 1 else tuple(model.event_shape)
+            raise ValueError(f"the {what} has features={shape}; it must equal latent={self.latent}")
         if model.context_features not in contexts:
             raise ValueError(f"the {what} has context={model.context_features}; it must be one of {contexts}")
         if model.log_prob_kind != "exact":
