@@ -21,7 +21,7 @@ def images():
 
 def test_an_image_flow_is_the_flat_flow_with_its_values_reshaped(images):
     torch.manual_seed(0)
-    image = px.NSF(SHAPE, transforms=2, hidden=(16,))
+    image = px.NSF(SHAPE, transforms=2, hidden=(16,), architecture="mlp")
     flat = px.NSF(64, transforms=2, hidden=(16,))
     flat.load_state_dict(image.state_dict())
     lp = image().log_prob(images)
