@@ -157,7 +157,9 @@ def test_a_unet_flow_has_an_exact_log_determinant_and_trains_every_parameter(ima
     px.fit(fm, images, steps=3, batch_size=16, progress=False, seed=1)
     for name, p in fm.named_parameters():  # the zero-initialized layers do not leave any dead
         assert not torch.equal(p, before[name]), name
-    small = px.FlowMatching((1, 4, 4), architecture="image", channels=4, rtol=1e-8, atol=1e-8).double()
+    # Fixed steps (an adaptive solve of a shaken net costs unpredictably): the log-determinant
+    # integrated along 16 rk4 steps misses the discrete map's by 7e-6.
+    small = px.FlowMatching((1, 4, 4), architecture="image", channels=4, solver="rk4", steps=16).double()
     assert small.network.levels == 2  # 4 x 4 and 2 x 2
     with torch.no_grad():
         for p in small.parameters():
@@ -165,7 +167,7 @@ def test_a_unet_flow_has_an_exact_log_determinant_and_trains_every_parameter(ima
         z = torch.randn(16, dtype=torch.float64)
         ladj = float(small.transform.forward_and_ladj(z)[1])
     jac = torch.autograd.functional.jacobian(small.transform.forward_value, z)
-    assert abs(ladj - float(torch.linalg.slogdet(jac).logabsdet)) < 1e-6 * (1 + abs(ladj))
+    assert abs(ladj - float(torch.linalg.slogdet(jac).logabsdet)) < 1e-4 * (1 + abs(ladj))
 
 
 @pytest.mark.parametrize(
@@ -252,3 +254,18 @@ def test_a_latent_model_of_image_shape_is_refused_as_a_prior_over_a_flat_code():
         px.VAE(4, latent=4, prior=px.NSF((1, 2, 2)))
     with pytest.raises(ValueError, match=r"got features=\(1, 2, 2\)"):
         px.Autoencoder(4, latent=4, density=px.MAF((1, 2, 2)))
+
+
+@pytest.mark.parametrize("family", [px.FlowMatching, px.Diffusion])
+def test_a_conditional_continuous_model_of_images_broadcasts_its_context(family):
+    model = family((1, 2, 3), 2, hidden=(8,), solver="rk4", steps=4)
+    context = torch.randn(2, 3, 2)
+    d = model(context)
+    assert d.batch_shape == (2, 3) and d.event_shape == (1, 2, 3)
+    x = d.sample((5,))
+    assert x.shape == (5, 2, 3, 1, 2, 3) and d.log_prob(x).shape == (5, 2, 3)
+    x1, lp1 = d.rsample_and_log_prob()
+    assert x1.shape == (2, 3, 1, 2, 3) and lp1.shape == (2, 3)
+    torch.testing.assert_close(d.log_prob(x1), lp1)  # the draw just made is not inverted again
+    assert d.expand((4, 2, 3)).sample().shape == (4, 2, 3, 1, 2, 3)
+    torch.testing.assert_close(d.log_prob(x1.clone()), lp1, rtol=1e-2, atol=1e-2)  # inverted, 4 steps

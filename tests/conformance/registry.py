@@ -156,16 +156,15 @@ REGISTRY = [
     generated("DiscreteAutoregressive", lambda: px.DiscreteAutoregressive(D, hidden=(16,)), "exact", data=binary, discrete=True),
     generated("DiscreteAutoregressive-cond-4", lambda: px.DiscreteAutoregressive(D, C, categories=4, hidden=(16,)), "exact", True, categorical(4), True),
 
-    # Image event shapes: every family, the flat networks on the flattened image (Diffusion
-    # shares FlowMatching's continuous-time path; tests/test_images.py fits and samples it).
+    # Image event shapes: every family, the flat networks on the flattened image. The
+    # continuous-time families are tested on images in tests/test_images.py (an entry's tight
+    # ODE solve cost 12-28 s of the suite).
     exact("MAF-image", lambda: px.MAF(IMG, transforms=2, actnorm=True, **H)),
     exact("IAF-image-cond", lambda: px.IAF(IMG, C, transforms=2, **H), True),
     exact("RealNVP-image", lambda: px.RealNVP(IMG, transforms=2, standardize=True, **H)),
     exact("RealNVP-multiscale-cond", lambda: px.RealNVP((1, 4, 4), C, 2, architecture="image", channels=8), True, numpyro=False),
     exact("NSF-multiscale", lambda: px.NSF((1, 4, 4), transforms=2, bins=4, bound=3.0, architecture="image", channels=8), numpyro=False),
     exact("NSF-image-cond", lambda: px.NSF(IMG, C, transforms=2, **SPLINE), True),
-    # A 1x1x2 image: the ODE's tight solve on all six numbers of IMG took 28 s over the suite.
-    exact("FlowMatching-image-cond", lambda: px.FlowMatching((1, 1, 2), C, **ODE), True),
     generated("VAE-image", lambda: vae(features=IMG), "estimate"),
     generated("VAE-image-cond-cb", lambda: vae(C, features=IMG, likelihood="continuous_bernoulli"), "estimate", True, unit),
     generated("Autoencoder-image-noise", lambda: px.Autoencoder(IMG, noise=0.5, particles=16, density=px.MAF(2, transforms=2, **H), **LATENT), "estimate"),
