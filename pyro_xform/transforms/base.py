@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
+from ..core import flatten_event, unflatten_event
+
 __all__ = ["Bijector", "Chain", "ConditionedBijector"]
 
 
@@ -139,12 +141,10 @@ class ConditionedBijector(Transform):
         return torch.Size((*shape[: len(shape) - len(self.event_shape)], self.event_shape.numel()))
 
     def _shaped(self, x: Tensor) -> Tensor:
-        return x if self.event_shape is None else x.reshape(*x.shape[:-1], *self.event_shape)
+        return x if self.event_shape is None else unflatten_event(x, self.event_shape)
 
     def _flat(self, x: Tensor) -> Tensor:
-        if self.event_shape is None:
-            return x
-        return x.reshape(*x.shape[: x.dim() - len(self.event_shape)], self.event_shape.numel())
+        return x if self.event_shape is None else flatten_event(x, self.event_shape)
 
     def with_cache(self, cache_size: int = 1) -> ConditionedBijector:
         """Itself: its one cache is always on (Pyro's reparameterizers ask for a cache)."""

@@ -11,6 +11,8 @@ from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
+from ..core import unflatten_event
+
 __all__ = ["LatentMap", "LatentMapTransform"]
 
 
@@ -90,7 +92,7 @@ class LatentMapTransform(Transform):
 
     def _call(self, z: Tensor) -> Tensor:
         x = self.latent_map.forward_value(z, self.context)
-        return x.reshape(*x.shape[:-1], *self.event_shape)
+        return unflatten_event(x, self.event_shape)
 
     def _inverse(self, x: Tensor) -> Tensor:
         raise NotImplementedError("a generator is not invertible: there is no z = G^-1(x)")
