@@ -90,7 +90,9 @@ def grid(samples: torch.Tensor, path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    images = samples[:64].clamp(0, 1).reshape(-1, 8, 8).numpy()
+    # Flat digits are 8 x 8; images (N, C, H, W) show their first channel.
+    side = samples.shape[-2:] if samples.dim() == 4 else (8, 8)
+    images = samples[:64].clamp(0, 1).reshape(-1, *side).numpy()
     fig, axes = plt.subplots(8, 8, figsize=(4, 4.3))
     for ax, image in zip(axes.flat, images, strict=False):
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)

@@ -35,23 +35,34 @@ Data: Debian's ``dataset-fashion-mnist`` (``apt-get install dataset-fashion-mnis
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import os
 import statistics
 import time
 
+import pyro
 import torch
+from digits import grid
 
 import pyro_xform as px
+from pyro_xform.metrics import frechet_distance
 from pyro_xform.objectives import get_objective
 
 
-def images(name: str, split: str = "train") -> torch.Tensor:
-    if name == "digits":
-        return getattr(px.datasets.digits(image=True), split)
-    return getattr(px.datasets.fashion_mnist(), split)[:4096]
+@functools.cache
+def dataset(name: str) -> px.datasets.Labelled:
+    return px.datasets.digits(image=True, labels=True) if name == "digits" else px.datasets.fashion_mnist()
+
+
+def images(name: str, split: str = "train", labels: bool = False):
+    return getattr(dataset(name), f"{split}_labels" if labels else split)
 
 
 LEVELS = {"digits": 17, "fashion-mnist": 256}
+# Flat-vector twins of the image networks: on digits they show what the image network buys;
+# on Fashion-MNIST they are left out of the default table (--only runs them).
+FLAT = ("RealNVP-flat", "NSF-flat", "FM-mlp")
 
 
 def candidates(shape, levels):
@@ -66,10 +77,59 @@ def candidates(shape, levels):
         "Diffusion-unet": (lambda: px.Diffusion(shape), "hutchinson"),
         "VAE-conv": (lambda: px.VAE(shape, latent=16), "iwae"),
         "PixelCNN": (lambda: px.DiscreteAutoregressive(shape, categories=levels), "discrete"),
+        "Autoencoder-conv": (lambda: px.Autoencoder(shape, latent=16), "samples only"),
+        "GAN-dcgan": (lambda: px.GAN(shape, latent=16), "samples only"),
     }
 
 
-def zuko_nsf(train, test, args, levels):
+class Classifier(torch.nn.Module):
+    """The small CNN whose penultimate layer gives the Fréchet features (trained here on the
+    training set: no downloaded weights)."""
+
+    def __init__(self, shape, classes: int = 10, width: int = 32, features: int = 64) -> None:
+        super().__init__()
+        pool = torch.nn.MaxPool2d(2) if shape[-1] >= 16 else torch.nn.Identity()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(shape[0], width, 3, padding=1),
+            torch.nn.ReLU(),
+            pool,
+            torch.nn.Conv2d(width, 2 * width, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(4),
+            torch.nn.Flatten(),
+            torch.nn.Linear(2 * width * 16, features),
+            torch.nn.ReLU(),
+        )
+        self.head = torch.nn.Linear(features, classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+    @torch.no_grad()
+    def features(self, x):
+        return torch.cat([self.body(b.clamp(0, 1)) for b in x.split(500)])
+
+
+def train_classifier(args) -> Classifier:
+    x, y = images(args.data), images(args.data, labels=True)
+    x_test, y_test = images(args.data, "test"), images(args.data, "test", labels=True)
+    torch.manual_seed(0)
+    net = Classifier(tuple(x.shape[1:]), int(y.max()) + 1)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(args.classifier_epochs):
+        for index in torch.randperm(len(x)).split(128):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[index]), y[index]).backward()
+            optimizer.step()
+    with torch.no_grad():
+        accuracy = float((net(x_test).argmax(-1) == y_test).double().mean())
+    print(f"feature classifier: test accuracy {accuracy:.3f} ({args.classifier_epochs} epochs)", flush=True)
+    return net.eval()
+
+
+def zuko_nsf(train, args, levels):
+    """zuko's NSF on the flat vector with our flat NSF's settings; returns (train s,
+    log-density of images, sampler)."""
     import zuko
 
     torch.manual_seed(0)
@@ -84,14 +144,50 @@ def zuko_nsf(train, test, args, levels):
         (-flow().log_prob(batch).mean()).backward()
         optimizer.step()
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        nll = -float(flow().log_prob(test.flatten(1)).mean())
-    return nll, 0.0, seconds
+    shape = train.shape[1:]
+    return seconds, lambda x: flow().log_prob(x.flatten(1)), lambda n: flow().sample((n,)).reshape(n, *shape)
+
+
+class TorchcfmField(torch.nn.Module):
+    """torchcfm's ``net(t, x)`` on images as our ODE's field ``v(x, t)`` on flat vectors."""
+
+    def __init__(self, net, shape) -> None:
+        super().__init__()
+        self.net, self.shape = net, tuple(shape)
+
+    def forward(self, x, t, context=None):
+        y = x.reshape(-1, *self.shape)
+        return self.net(t.expand(len(y)), y).reshape(x.shape)
+
+
+def torchcfm_unet(train, args, levels):
+    """torchcfm's ``UNetModel`` of our U-Net's size trained by its ``ConditionalFlowMatcher``
+    on ``2x - 1`` (its usual scaling) for the same steps, batch and learning rate; scored and
+    sampled by our ODE on its field (the density on ``x`` adds ``D log 2``)."""
+    shape = tuple(train.shape[1:])
+    torch.manual_seed(0)
+    net, step = torchcfm_model(shape, torch.device("cpu"), lr=1e-3)
+    dequantize = px.datasets.Dequantize(levels)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step(2 * dequantize(train[torch.randint(0, len(train), (64,))]) - 1)
+    seconds = time.perf_counter() - start
+    d = train[0].numel()
+    base = pyro.distributions.Normal(torch.zeros(d), 1.0).to_event(1)
+
+    def distribution(**settings):
+        ode = px.transforms.ODETransform(TorchcfmField(net, shape), d, **settings)
+        return px.XformDistribution(base, ode, event_shape=shape)
+
+    def sample(n):
+        return (distribution(solver="rk4", steps=args.sample_steps).sample((n,)) + 1) / 2
+
+    return seconds, distribution, sample
 
 
 def score(model, kind, test, args, levels):
     """Test NLL in nats per image (on the [0, 1) scale; discrete: of the integer pixels) and
-    its standard error."""
+    its standard error, or (nan, 0) for a family without a likelihood."""
     with torch.no_grad():
         if kind == "exact":
             return -float(model().log_prob(test).mean()), 0.0
@@ -101,11 +197,21 @@ def score(model, kind, test, args, levels):
         if kind == "discrete":  # -log P(k) less D log L: the continuous scale bits_per_dim takes
             nll = -float(model().log_prob((test * levels).floor()).mean())
             return nll - test[0].numel() * math.log(levels), 0.0
-        d = model(solver="rk4", steps=args.ode_steps, trace="hutchinson", probes=1)
-        passes = [-torch.cat([d.log_prob(b) for b in test.split(120)]).mean() for _ in range(args.passes)]
-        passes = torch.stack(passes)
+        if kind == "samples only":
+            return math.nan, 0.0
+        return hutchinson(model, test, args)
+
+
+def hutchinson(model, test, args, shift: float = 0.0):
+    """Mean and standard error of the Hutchinson PF-ODE NLL over ``--passes`` passes
+    (``model(**settings)`` is the distribution; ``shift`` is added to each log-density)."""
+    d = model(solver="rk4", steps=args.ode_steps, trace="hutchinson", probes=1)
+    passes = torch.stack(
+        [-(torch.cat([d.log_prob(b) for b in test.split(120)]) + shift).mean() for _ in range(args.passes)]
+    )
+    if args.check:
         check_solver(model, test[: args.check], args)
-        return float(passes.mean()), float(passes.std() / math.sqrt(args.passes))
+    return float(passes.mean()), float(passes.std() / math.sqrt(args.passes))
 
 
 def check_solver(model, test, args) -> None:
@@ -122,34 +228,78 @@ def check_solver(model, test, args) -> None:
         print(f"  solver check, {len(test)} images: {name:<12} {nll / dims:.4f} nats/dim", flush=True)
 
 
-def bits(args) -> None:
-    train, test = images(args.data), images(args.data, "test")[: args.test]
-    levels, dims = LEVELS[args.data], train[0].numel()
-    shape = tuple(train.shape[1:])
-    rows = []
-    chosen = candidates(shape, levels)
+@torch.no_grad()
+def draw(model, kind, n, args, levels):
+    """``n`` samples on the [0, 1) scale (fixed-step solvers for the continuous families)."""
+    torch.manual_seed(0)
+    if kind == "hutchinson" and isinstance(model, px.Diffusion):
+        return model.sample((n,), sampler="heun")
+    if kind == "hutchinson":
+        return model.sample((n,), solver="rk4", steps=args.sample_steps)
+    if kind == "discrete":
+        return (model().sample((n,)) + 0.5) / levels
+    if isinstance(model, px.VAE):  # the decoder's mean, as image VAEs are shown
+        return model.decode(model.prior_distribution().sample((n,)))
+    return model().sample((n,))
+
+
+def train(name, model, kind, train_data, args, levels):
+    """Fit with the table's budget; the Autoencoder then fits its code density (two stages)."""
+    data = (train_data * levels).floor() if kind == "discrete" else train_data
+    augment = None if kind == "discrete" else px.datasets.Dequantize(levels)
+    lr = 2e-4 if name.startswith("GAN") else 1e-3  # the GAN's measured rate (bench/digits.py)
+    settings = dict(batch_size=64, progress=False, seed=0)
+    start = time.perf_counter()
+    px.fit(model, data, steps=args.steps, lr=lr, augment=augment, **settings)
+    if isinstance(model, px.Autoencoder):
+        px.fit_latent(model, train_data, steps=args.steps, lr=1e-3, **settings)
+    return time.perf_counter() - start
+
+
+def table(args) -> None:
+    train_data, test = images(args.data), images(args.data, "test")[: args.test]
+    levels, dims = LEVELS[args.data], train_data[0].numel()
+    shape = tuple(train_data.shape[1:])
+    out = os.path.join(args.out, f"images-{args.data}")
+    os.makedirs(out, exist_ok=True)
+    classifier = train_classifier(args)
+    reference = classifier.features(images(args.data, "test")[: args.samples])
+    real_fd = frechet_distance(classifier.features(train_data[: args.samples]), reference)
     only = set(args.only.split(",")) if args.only else None
-    for name, (build, kind) in chosen.items():
-        if only and name not in only:
+    rows = []
+
+    def report(name, kind, nll, se, seconds, samples):
+        fd = frechet_distance(classifier.features(samples), reference)
+        grid(samples, os.path.join(out, f"{name}.png"), f"{name}, {args.data}, {args.steps} steps")
+        bpd = px.datasets.bits_per_dim(nll, dims, levels) if math.isfinite(nll) else math.nan
+        rows.append((name, kind, bpd, se / dims / math.log(2), fd, seconds))
+        print(f"{name:<20} {bpd:.3f} ± {rows[-1][3]:.3f}  FD {fd:.2f}  ({seconds:.0f} s)", flush=True)
+
+    for name, (build, kind) in candidates(shape, levels).items():
+        if (only and name not in only) or (not only and args.data != "digits" and name in FLAT):
             continue
         torch.manual_seed(0)
         model = build()
-        data = (train * levels).floor() if kind == "discrete" else train
-        augment = None if kind == "discrete" else px.datasets.Dequantize(levels)
-        start = time.perf_counter()
-        px.fit(model, data, steps=args.steps, batch_size=64, lr=1e-3, progress=False, seed=0, augment=augment)
-        seconds = time.perf_counter() - start
+        seconds = train(name, model, kind, train_data, args, levels)
         nll, se = score(model, kind, test, args, levels)
-        bpd = px.datasets.bits_per_dim(nll, dims, levels)
-        rows.append((name, kind, bpd, se / dims / math.log(2), seconds))
-        print(f"{rows[-1][0]:<20} {rows[-1][2]:.3f} ± {rows[-1][3]:.3f}  ({seconds:.0f} s)", flush=True)
+        report(name, kind, nll, se, seconds, draw(model, kind, args.samples, args, levels))
     if not only or "zuko-NSF" in only:
-        nll, _, seconds = zuko_nsf(train, test, args, levels)
-        rows.append(("zuko-NSF", "exact", px.datasets.bits_per_dim(nll, dims, levels), 0.0, seconds))
-    print(f"\ntest bits/dim, {args.data} {shape}, {args.steps} steps, {len(test)} test images")
-    print(f"{'model':<20} {'scored':<11} {'bits/dim':>9} {'± se':>7} {'train s':>8}")
-    for name, kind, bpd, se, seconds in rows:
-        print(f"{name:<20} {kind:<11} {bpd:>9.3f} {se:>7.3f} {seconds:>8.0f}")
+        seconds, log_prob, sample = zuko_nsf(train_data, args, levels)
+        with torch.no_grad():
+            nll = -float(log_prob(test).mean())
+            report("zuko-NSF", "exact", nll, 0.0, seconds, sample(args.samples))
+    if not only or "torchcfm-unet" in only:
+        seconds, distribution, sample = torchcfm_unet(train_data, args, levels)
+        with torch.no_grad():
+            nll, se = hutchinson(distribution, 2 * test - 1, args, shift=dims * math.log(2))
+            report("torchcfm-unet", "hutchinson", nll, se, seconds, sample(args.samples))
+    print(f"\n{args.data} {shape}, {args.steps} steps of batch 64, {len(test)} test images scored, ")
+    print(f"Fréchet distance of {args.samples} draws to {args.samples} test images (classifier features)")
+    print(f"{'model':<20} {'scored':<13} {'bits/dim':>9} {'± se':>7} {'FD':>8} {'train s':>8}")
+    for name, kind, bpd, se, fd, seconds in rows:
+        print(f"{name:<20} {kind:<13} {bpd:>9.3f} {se:>7.3f} {fd:>8.2f} {seconds:>8.0f}")
+    print(f"{'(training images)':<20} {'':<13} {'':>9} {'':>7} {real_fd:>8.2f}")
+    print(f"sample grids: {out}/<model>.png")
 
 
 def ours(shape, device):
@@ -165,7 +315,7 @@ def ours(shape, device):
     return model, step
 
 
-def torchcfm_model(shape, device):
+def torchcfm_model(shape, device, lr=2e-4):
     from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
     from torchcfm.models.unet import UNetModel
 
@@ -178,7 +328,7 @@ def torchcfm_model(shape, device):
         attention_resolutions="1000",
     ).to(device)
     matcher = ConditionalFlowMatcher(sigma=0.0)
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
 
     def step(batch):
         optimizer.zero_grad(set_to_none=True)
@@ -224,30 +374,43 @@ def throughput(args, data, device) -> None:
     print(f"throughput, pyro_xform / torchcfm: {ratio:.2f}x (target >= 1.0)")
 
 
+# The default budgets: the table in at most an hour on 2 CPU cores (Fashion-MNIST), or the
+# measured digits protocol (bench/MEASUREMENTS.md). Any of them is a flag.
+BUDGETS = {
+    "fashion-mnist": dict(steps=400, test=100, passes=2, check=0, samples=128),
+    "digits": dict(steps=2000, test=360, passes=4, check=60, samples=360),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--section", choices=("bpd", "throughput"), default="bpd")
-    parser.add_argument("--steps", type=int, default=None, help="bpd: 2000; throughput: 5 a round")
-    parser.add_argument("--test", type=int, default=360, help="bpd: test images scored")
-    parser.add_argument("--ode-steps", type=int, default=16)
-    parser.add_argument("--passes", type=int, default=4)
-    parser.add_argument("--check", type=int, default=60, help="bpd: images of the solver check")
-    parser.add_argument("--iwae", type=int, default=1000)
-    parser.add_argument("--only", default=None, help="bpd: comma-separated model names")
+    parser.add_argument("--section", choices=("table", "throughput"), default="table")
     parser.add_argument("--data", choices=("fashion-mnist", "digits"), default="fashion-mnist")
+    parser.add_argument("--steps", type=int, default=None, help="table: see BUDGETS; throughput: 5 a round")
+    parser.add_argument("--test", type=int, default=None, help="table: test images scored")
+    parser.add_argument("--ode-steps", type=int, default=16, help="rk4 steps of the likelihood solve")
+    parser.add_argument("--sample-steps", type=int, default=8, help="rk4 steps of flow matching's draws")
+    parser.add_argument("--passes", type=int, default=None, help="Hutchinson passes")
+    parser.add_argument("--check", type=int, default=None, help="images of the solver check (0: none)")
+    parser.add_argument("--iwae", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=None, help="draws for the grids and the FD")
+    parser.add_argument("--classifier-epochs", type=int, default=3)
+    parser.add_argument("--only", default=None, help="table: comma-separated model names")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.section == "bpd":
-        args.steps = 2000 if args.steps is None else args.steps
-        bits(args)
+    if args.section == "table":
+        for key, value in BUDGETS[args.data].items():
+            setattr(args, key, value if getattr(args, key) is None else getattr(args, key))
+        table(args)
     else:
         args.steps = 5 if args.steps is None else args.steps
-        throughput(args, images(args.data), torch.device(args.device))
+        throughput(args, images(args.data)[:4096], torch.device(args.device))
 
 
 if __name__ == "__main__":

@@ -141,12 +141,15 @@ def toy(name: str, n: int = 10_000, seed: int = 0, dtype: torch.dtype | None = N
     return torch.as_tensor(TOYS[name](rng, n), dtype=dtype or torch.get_default_dtype())
 
 
-def digits(dtype: torch.dtype | None = None, seed: int = 0, *, image: bool = False) -> Split:
+def digits(
+    dtype: torch.dtype | None = None, seed: int = 0, *, image: bool = False, labels: bool = False
+) -> Split | Labelled:
     """scikit-learn's bundled 8x8 digits (1797 x 64), uniformly dequantized to ``[0, 1)``.
 
     Pixel values :math:`v \\in \\{0, \\dots, 16\\}` become :math:`(v + u)/17` with
     :math:`u \\sim U[0, 1)`; the 80/20 split (1437/360) is fixed. With ``image=True`` each
-    digit is a ``(1, 8, 8)`` image (channels first), the small stand-in for image data.
+    digit is a ``(1, 8, 8)`` image (channels first), the small stand-in for image data;
+    with ``labels=True`` the digits' classes come too (a :class:`Labelled`).
 
     Examples:
         >>> split = digits()
@@ -154,10 +157,13 @@ def digits(dtype: torch.dtype | None = None, seed: int = 0, *, image: bool = Fal
         (torch.Size([1437, 64]), torch.Size([360, 64]))
         >>> digits(image=True).train.shape
         torch.Size([1437, 1, 8, 8])
+        >>> digits(labels=True).test_labels[:5]
+        tensor([0, 8, 8, 9, 8])
     """
     from sklearn.datasets import load_digits
 
-    pixels = load_digits().data.astype(np.float64)
+    bundle = load_digits()
+    pixels = bundle.data.astype(np.float64)
     rng = np.random.default_rng(seed)
     order = np.random.default_rng(0).permutation(len(pixels))
     x = (pixels + rng.random(pixels.shape)) / 17.0
@@ -165,6 +171,9 @@ def digits(dtype: torch.dtype | None = None, seed: int = 0, *, image: bool = Fal
     n_train = int(0.8 * len(x))
     if image:
         x = x.reshape(-1, 1, 8, 8)
+    if labels:
+        y = torch.as_tensor(bundle.target[order].astype(np.int64))
+        return Labelled(x[:n_train], x[n_train:], y[:n_train], y[n_train:])
     return Split(x[:n_train], x[n_train:])
 
 

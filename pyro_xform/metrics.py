@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["c2st", "sliced_wasserstein"]
+__all__ = ["c2st", "frechet_distance", "sliced_wasserstein"]
 
 
 def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 200, seed: int = 0) -> float:
@@ -37,6 +37,43 @@ def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 200, seed: int =
     px_, _ = torch.sort(x @ theta, 0)
     py_, _ = torch.sort(y @ theta, 0)
     return float((px_ - py_).abs().mean())
+
+
+def frechet_distance(x: Tensor, y: Tensor) -> float:
+    """Squared Fréchet distance between Gaussians fitted to two samples of features (the
+    figure the FID reports, on whatever features are given),
+
+    .. math:: d^2 = \\lVert \\mu_x - \\mu_y \\rVert^2 + \\operatorname{tr}\\left(\\Sigma_x
+        + \\Sigma_y - 2 (\\Sigma_x \\Sigma_y)^{1/2}\\right),
+
+    in float64, with :math:`\\operatorname{tr}(\\Sigma_x \\Sigma_y)^{1/2}` the sum of the
+    square roots of the eigenvalues of :math:`\\Sigma_x^{1/2} \\Sigma_y \\Sigma_x^{1/2}`
+    (symmetric, so no complex square root is needed). The estimate is biased upwards at
+    small sample sizes: compare figures of equal sample sizes, beside two real samples'.
+
+    Examples:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> a, b = torch.randn(2000, 4, generator=g), torch.randn(2000, 4, generator=g)
+        >>> frechet_distance(a, b) < 0.05, round(frechet_distance(a, a + 1.0), 2)
+        (True, 4.0)
+
+    References:
+        GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium
+        (Heusel, Ramsauer, Unterthiner, Nessler, Hochreiter, 2017, arXiv:1706.08500).
+    """
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
+        raise ValueError(
+            f"need two samples (n >= 2, d) of one dimension, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    a, b = x.detach().double().cpu(), y.detach().double().cpu()
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise ValueError("the samples have NaN or Inf values")
+    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    values, vectors = torch.linalg.eigh(cov_a)
+    root_a = (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()
+    mean = (a.mean(0) - b.mean(0)).pow(2).sum()
+    return float(mean + cov_a.trace() + cov_b.trace() - 2 * cross)
 
 
 def c2st(x: Tensor, y: Tensor, *, folds: int = 5, seed: int = 0, max_iter: int = 1000) -> float:

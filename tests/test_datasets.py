@@ -98,3 +98,15 @@ def test_fashion_mnist_from_the_debian_package():
 def test_digits_as_images():
     flat, images = datasets.digits(), datasets.digits(image=True)
     assert images.train.shape == (1437, 1, 8, 8) and torch.equal(images.test.reshape(360, 64), flat.test)
+
+
+def test_digits_with_labels_follow_the_images():
+    from sklearn.datasets import load_digits
+
+    labelled, plain = datasets.digits(labels=True), datasets.digits()
+    assert torch.equal(labelled.train, plain.train) and labelled.test_labels.dtype == torch.long
+    bundle = load_digits()
+    # Each test image is its bundle row, dequantized: the floor of 17 x recovers the pixels.
+    pixels = torch.as_tensor(bundle.data, dtype=labelled.test.dtype)
+    rows = [int((pixels == (17 * x).floor()).all(1).nonzero()[0]) for x in labelled.test[:20]]
+    assert labelled.test_labels[:20].tolist() == bundle.target[rows].tolist()
