@@ -185,7 +185,10 @@ class XformDistribution(pdist.TransformedDistribution, pdist.TorchDistribution):
 
     @property
     def support(self):
-        return constraints.independent(constraints.real, len(self.event_shape))
+        codomain = getattr(self.bijector, "codomain", constraints.real)
+        if codomain.event_dim:  # a torch transform's own, over vectors: not elementwise
+            codomain = constraints.real
+        return constraints.independent(codomain, len(self.event_shape))
 
     def unflatten(self, x: Tensor) -> Tensor:
         """A flat value ``(..., features)`` of the transform as data ``(..., *event_shape)``."""

@@ -1,6 +1,8 @@
 """Image event shapes inside Pyro: the digits as ``(1, 8, 8)`` images observed, fitted,
 predicted and reparameterized, and image input that does not fit refused."""
 
+import math
+
 import pyro
 import pytest
 import torch
@@ -240,6 +242,30 @@ def test_multiscale_flow_is_realnvps_image_network_and_scores_digits(images):
     assert result.losses[-1] < result.losses[0]
     lp = flow().log_prob(images)
     assert lp.shape == (32,) and torch.isfinite(lp).all()
+
+
+def test_a_logit_pre_transform_counts_its_log_determinant_and_refuses_data_off_its_support(images):
+    torch.manual_seed(0)
+    flow = px.RealNVP(SHAPE, transforms=1, channels=8, logit=0.05)
+    plain = px.RealNVP(SHAPE, transforms=1, channels=8)
+    plain.load_state_dict(flow.state_dict())
+    # log p(x) = log p_plain(y) + log |dy/dx|, y = logit(0.05 + 0.9 x), dy/dx = 0.9 / (u (1 - u)).
+    u = 0.05 + 0.9 * images
+    y = torch.log(u) - torch.log1p(-u)
+    jacobian = (math.log(0.9) - torch.log(u) - torch.log1p(-u)).flatten(1).sum(1)
+    torch.testing.assert_close(flow().log_prob(images), plain().log_prob(y) + jacobian)
+    assert (
+        flow().support.check(torch.zeros(SHAPE)).all()
+        and not flow().support.check(torch.full(SHAPE, 1.2)).all()
+    )
+    bad = images.clone()
+    bad[5, 0, 3, 3] = 1.5
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    with pytest.raises(ValueError, match=r"outside \[-0.05556, 1.056\], the support .* first at row 5"):
+        px.fit(flow, bad, steps=1, progress=False)
+    assert all(torch.equal(v, flow.state_dict()[k]) for k, v in before.items())
+    result = px.fit(flow, images, steps=20, batch_size=32, progress=False, seed=0)
+    assert result.losses[-1] < result.losses[0]
 
 
 def test_image_networks_without_a_jax_twin_say_so():

@@ -14,6 +14,7 @@ from ..transforms import (
     AffineCoupling,
     Bijector,
     Chain,
+    Logit,
     LULinear,
     MultiscaleFlow,
     Permutation,
@@ -62,6 +63,10 @@ class Flow(Xform):
             do) and the density stays that of ``x``.
         image: factory of one image bijector that stands for the whole chain (blocks,
             ``linear``, ``actnorm`` and ``standardize`` then do not apply).
+        logit: end the chain with the :class:`~pyro_xform.transforms.Logit` pre-transform of
+            margin ``logit`` (e.g. 0.05 for pixels): the data must lie in :math:`[0, 1]` (the
+            support is a little wider),
+            the blocks see its logit, and the density stays that of ``x``.
 
     References:
         Normalizing flows for probabilistic modeling and inference (Papamakarios et al.,
@@ -79,6 +84,7 @@ class Flow(Xform):
         actnorm: bool = False,
         standardize: bool = False,
         image: Callable[[], Bijector] | None = None,
+        logit: float | None = None,
     ) -> None:
         super().__init__(features, context)
         features = self.features  # the flat size the layers work on
@@ -86,22 +92,38 @@ class Flow(Xform):
             raise ValueError(f"transforms must be a positive int, got {transforms!r}")
         if linear not in _LINEAR:
             raise ValueError(f"linear must be one of {_LINEAR}, got {linear!r}")
-        if image is not None:  # the image network stands for the chain of blocks
-            self.transform = Chain([image()])
-            return
+        # The image network stands for the chain of blocks.
+        layers = [image()] if image is not None else self._blocks(transforms, block, linear, actnorm)
+        if standardize and image is None:
+            layers.append(Standardize(features))
+        if logit is not None:
+            layers.append(Logit(features, logit))
+        # The chain runs base → data; the last block listed acts last on the base sample.
+        self.transform = Chain(layers)
+
+    def _blocks(self, transforms: int, block, linear: str | None, actnorm: bool) -> list[Bijector]:
         layers: list[Bijector] = []
         for i in range(transforms):
             if i and linear is not None:
-                layers.append(Permutation(features))
+                layers.append(Permutation(self.features))
                 if linear == "lu":
-                    layers.append(LULinear(features))
+                    layers.append(LULinear(self.features))
             if actnorm:
-                layers.append(ActNorm(features))
+                layers.append(ActNorm(self.features))
             layers.append(block(i))
-        if standardize:
-            layers.append(Standardize(features))
-        # The chain runs base → data; the last block listed acts last on the base sample.
-        self.transform = Chain(layers)
+        return layers
+
+    def check_data(self, data: Tensor, *, name: str = "data") -> None:
+        super().check_data(data, name=name)
+        support = self.transform.codomain  # real but for a logit pre-transform last
+        outside = ~support.check(data).flatten(1).all(1)
+        if outside.any():
+            row = int(outside.nonzero()[0, 0])
+            low, high = support.lower_bound, support.upper_bound
+            raise ValueError(
+                f"{name} has values outside [{low:.4g}, {high:.4g}], the support of the flow's logit "
+                f"pre-transform (pixels in [0, 1] lie inside; first at row {row})"
+            )
 
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
         self.transform.initialize(self.flatten(data), context)
@@ -155,6 +177,7 @@ class MAF(Flow):
         actnorm: bool = False,
         log_scale_bound: float = 5.0,
         standardize: bool = False,
+        logit: float | None = None,
     ) -> None:
         super().__init__(
             features,
@@ -166,6 +189,7 @@ class MAF(Flow):
             linear=linear,
             actnorm=actnorm,
             standardize=standardize,
+            logit=logit,
         )
 
 
@@ -190,7 +214,7 @@ class IAF(MAF):
 
 class RealNVP(Flow):
     """RealNVP: affine coupling blocks; sampling and scoring each take one pass.
-    ``residual`` and ``standardize`` as in :class:`NSF`.
+    ``residual``, ``standardize`` and ``logit`` as in :class:`NSF`.
 
     On images (``features`` a shape ``(C, H, W)`` of at least 8 x 8 that squeezes at least
     once, under ``architecture="auto"``) it is the multi-scale flow of RealNVP and Glow, a
@@ -223,6 +247,7 @@ class RealNVP(Flow):
         standardize: bool = False,
         architecture: str = "auto",
         channels: int = 64,
+        logit: float | None = None,
     ) -> None:
         image = _multiscale(
             features, context, architecture, transforms, channels, log_scale_bound=log_scale_bound
@@ -238,6 +263,7 @@ class RealNVP(Flow):
             actnorm=actnorm,
             standardize=standardize,
             image=image,
+            logit=logit,
         )
 
 
@@ -248,7 +274,9 @@ class NSF(Flow):
 
     ``residual=True`` gives the coupling blocks conditioners of residual blocks (linear at
     initialization); ``standardize=True`` standardizes the data first (see :class:`Flow`).
-    Both help most when data are few, e.g. neural posterior estimation.
+    Both help most when data are few, e.g. neural posterior estimation. ``logit=alpha``
+    puts the logit pre-transform of data in :math:`[0, 1]` (pixels) last, its
+    log-determinant counted (:class:`~pyro_xform.transforms.Logit`).
 
     On images (``features`` a shape ``(C, H, W)`` of at least 8 x 8 that squeezes at least
     once, under ``architecture="auto"``) it is a multi-scale flow of spline couplings, a
@@ -282,6 +310,7 @@ class NSF(Flow):
         standardize: bool = False,
         architecture: str = "auto",
         channels: int = 64,
+        logit: float | None = None,
     ) -> None:
         if variant not in ("coupling", "autoregressive"):
             raise ValueError(f"variant must be 'coupling' or 'autoregressive', got {variant!r}")
@@ -314,4 +343,5 @@ class NSF(Flow):
             actnorm=actnorm,
             standardize=standardize,
             image=image,
+            logit=logit,
         )

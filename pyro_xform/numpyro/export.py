@@ -136,6 +136,8 @@ def export_bijector(bijector: T.Bijector, context: jax.Array | None = None) -> J
         return J.ActNorm(array(bijector.shift), array(bijector.log_scale))
     if isinstance(bijector, T.Standardize):
         return J.Standardize(array(bijector.loc), array(bijector.scale))
+    if isinstance(bijector, T.Logit):
+        return J.Logit(bijector.alpha, bijector.low, bijector.high)
     if isinstance(bijector, T.ConditionalStandardize):
         return J.ConditionalStandardize(
             array(bijector.loc), array(bijector.weight), array(bijector.scale_tril), ctx
@@ -148,7 +150,7 @@ def export_bijector(bijector: T.Bijector, context: jax.Array | None = None) -> J
     raise NotImplementedError(
         f"{type(bijector).__name__} has no NumPyro twin; exportable: Chain, AffineCoupling, "
         "SplineCoupling, AffineAutoregressive, SplineAutoregressive, Permutation, LULinear, "
-        "TriangularAffine, ActNorm, Standardize, ConditionalStandardize, ODETransform"
+        "TriangularAffine, ActNorm, Standardize, ConditionalStandardize, Logit, ODETransform"
     )
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "ConditionalStandardize",
     "Coupling",
     "LULinear",
+    "Logit",
     "Permutation",
     "RQSpline",
     "Standardize",
@@ -81,6 +82,7 @@ class Chain(Bijector):
 
     def __init__(self, parts: list[Bijector]) -> None:
         self.parts = tuple(parts)
+        self.codomain = self.parts[-1].codomain  # the last part makes the data
 
     def forward_and_ladj(self, z):
         total = 0.0
@@ -328,6 +330,29 @@ class Standardize(Bijector):
 
     def inverse_and_ladj(self, x):
         return (x - self.loc) / self.scale, _batch(jnp.log(self.scale).sum(), x)
+
+
+class Logit(Bijector):
+    """:math:`x = (\\sigma(y) - \\alpha)/(1 - 2\\alpha)`, data in the unit interval; off it the
+    log-determinant is :math:`+\\infty` (density 0), as in the torch layer."""
+
+    def __init__(self, alpha: float, low: float, high: float) -> None:
+        self.alpha, self.low, self.high = alpha, low, high
+        self.codomain = constraints.independent(constraints.interval(low, high), 1)
+
+    def _ladj(self, y):
+        ladj = jax.nn.log_sigmoid(y) + jax.nn.log_sigmoid(-y) - jnp.log1p(-2 * self.alpha)
+        return ladj.sum(-1)
+
+    def forward_and_ladj(self, z):
+        return (jax.nn.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha), self._ladj(z)
+
+    def inverse_and_ladj(self, x):
+        inside = (x > self.low) & (x < self.high)
+        u = self.alpha + (1 - 2 * self.alpha) * jnp.where(inside, x, 0.5)
+        y = jnp.log(u) - jnp.log1p(-u)
+        ladj = jnp.where(inside.all(-1), self._ladj(y), jnp.inf)
+        return y, jnp.where(jnp.isnan(x).any(-1), jnp.nan, ladj)
 
 
 class ConditionalStandardize(Bijector):

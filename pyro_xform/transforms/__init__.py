@@ -6,6 +6,7 @@ from .coupling import AffineCoupling, Coupling, SplineCoupling
 from .elementwise import Affine, RQSpline
 from .latent_map import LatentMap, LatentMapTransform
 from .linear import LULinear, Permutation, TriangularAffine
+from .logit import Logit
 from .multiscale import MultiscaleFlow, scales_for
 from .normalization import ActNorm, ConditionalStandardize, Standardize
 from .ode import FIXED_STEP_SOLVERS, ODESettings, ODETransform
@@ -25,6 +26,7 @@ __all__ = [
     "LULinear",
     "LatentMap",
     "LatentMapTransform",
+    "Logit",
     "MultiscaleFlow",
     "ODESettings",
     "ODETransform",

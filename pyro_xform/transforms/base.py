@@ -39,6 +39,8 @@ class Bijector(ConditionalTransformModule):
     differentiable = True
     #: whether the log-determinant costs little beside the value (not so for an ODE)
     cheap_ladj = True
+    #: where one coordinate of the data side lives (elementwise; :class:`Logit`: the unit interval)
+    codomain = constraints.real
 
     def __init__(self, features: int, context: int = 0) -> None:
         super().__init__()
@@ -126,8 +128,8 @@ class ConditionedBijector(Transform):
         self.bijector = bijector
         self.context = context
         self.event_shape = None if event_shape is None or len(event_shape) == 1 else torch.Size(event_shape)
-        if self.event_shape is not None:
-            self.codomain = constraints.independent(constraints.real, len(self.event_shape))
+        dims = 1 if self.event_shape is None else len(self.event_shape)
+        self.codomain = constraints.independent(bijector.codomain, dims)
         self._latest: tuple[Tensor, Tensor, Tensor, bool] | None = None
 
     def forward_shape(self, shape):
@@ -214,6 +216,7 @@ class Chain(Bijector):
         self.bijectors = nn.ModuleList(bijectors)
         self.differentiable = all(b.differentiable for b in bijectors)
         self.cheap_ladj = all(b.cheap_ladj for b in bijectors)
+        self.codomain = bijectors[-1].codomain  # the last layer makes the data
 
     def forward_and_ladj(self, z, context=None):
         total = 0.0

@@ -38,9 +38,9 @@ def transform(name: str, factory, conditional: bool = False) -> Entry:
     return Entry(name, factory, "transform", conditional=conditional)
 
 
-def exact(name: str, factory, conditional: bool = False, numpyro: bool = True) -> Entry:
+def exact(name: str, factory, conditional: bool = False, numpyro: bool = True, data=None) -> Entry:
     """A family with an exact density and an invertible transform (flows, continuous time)."""
-    return Entry(name, factory, "family", conditional=conditional, numpyro=numpyro)
+    return Entry(name, factory, "family", conditional=conditional, data=data, numpyro=numpyro)
 
 
 def generated(name: str, factory, density: str | None, conditional=False, data=None, discrete=False) -> Entry:
@@ -118,6 +118,7 @@ REGISTRY = [
     transform("TriangularAffine", lambda: shaken(T.TriangularAffine(D, loc=1.0, scale=0.5))),
     transform("ActNorm", lambda: T.ActNorm(D)),
     transform("Standardize", lambda: fitted(T.Standardize(D))),
+    transform("Logit", lambda: T.Logit(D, alpha=0.05)),
     transform("ConditionalStandardize", lambda: fitted(T.ConditionalStandardize(D, C)), True),
     transform("Chain", lambda: T.Chain([T.ActNorm(D), T.AffineCoupling(D, C, **H), T.LULinear(D)]), True),
     transform("ODETransform", lambda: T.ODETransform(field(C), D, C, rtol=1e-8, atol=1e-8), True),
@@ -133,6 +134,7 @@ REGISTRY = [
     exact("NSF-cond-residual-standardize", lambda: px.NSF(D, C, 2, residual=True, standardize=True, **SPLINE), True),
     exact("NSF-AR-cond", lambda: px.NSF(D, C, transforms=2, variant="autoregressive", **SPLINE), True),
     exact("NSF-1d", lambda: px.NSF(1, transforms=2, bins=4, **H)),
+    exact("MAF-cond-standardize-logit", lambda: px.MAF(D, C, transforms=2, standardize=True, logit=0.05, **H), True, data=unit),
 
     exact("FlowMatching", lambda: px.FlowMatching(D, **ODE)),
     exact("FlowMatching-cond-ot-cfg", lambda: px.FlowMatching(D, C, coupling="ot", guidance_dropout=0.2, **ODE), True),
