@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 
@@ -335,24 +336,39 @@ def test_validation_loss_of_cfm_is_deterministic():
     assert len(result.val_losses) == 4
 
 
-def test_classifier_free_guidance_mixes_fields():
+@pytest.mark.parametrize("family", [px.FlowMatching, px.Diffusion])
+def test_classifier_free_guidance_mixes_fields(family):
     torch.manual_seed(0)
-    fm = px.FlowMatching(2, 3, hidden=(8,), guidance_dropout=0.3)
+    model = family(2, 3, hidden=(8,), guidance_dropout=0.3)
     with torch.no_grad():
-        for p in fm.parameters():
+        for p in model.parameters():
             p.add_(torch.randn_like(p))
     x, t, c = torch.randn(4, 2), torch.tensor(0.3), torch.randn(4, 3)
-    guided = fm(c, guidance=2.5).bijector[0].field(x, t, c)
-    cond = fm.network(x, t, torch.cat([c, torch.ones(4, 1)], -1))
-    null = fm.network(x, t, torch.zeros(4, 4))
+    field = model(c, guidance=2.5).bijector[0].field
+    if family is px.FlowMatching:
+        guided = field(x, t, c)
+        cond = model.network(x, t, torch.cat([c, torch.ones(4, 1)], -1))
+        null = model.network(x, t, torch.zeros(4, 4))
+    else:  # the noise prediction is mixed (the drift is affine in it)
+        guided = field.noise(x, t, c)
+        cond = field.noise(x, t, torch.cat([c, torch.ones(4, 1)], -1), network_context=True)
+        null = field.noise(x, t, torch.zeros(4, 4), network_context=True)
+        assert torch.allclose(model.ode.field.noise(x, t, c), cond)  # the model's w is 1
     assert torch.allclose(guided, null + 2.5 * (cond - null), atol=1e-6)
     data, ctx = torch.randn(64, 2), torch.randn(64, 3)
-    px.fit(fm, data, context=ctx, steps=3, batch_size=32, progress=False, seed=0)
-    assert fm(c, guidance=3.0, solver="euler", steps=2).sample().shape == (4, 2)
+    px.fit(model, data, context=ctx, steps=3, batch_size=32, progress=False, seed=0)
+    assert model(c, guidance=3.0, solver="euler", steps=2).sample().shape == (4, 2)
     with pytest.raises(ValueError, match="guidance"):
-        px.FlowMatching(2, 3, hidden=(8,))(c, guidance=2.0)
+        family(2, 3, hidden=(8,))(c, guidance=2.0)
     with pytest.raises(ValueError, match="conditional"):
-        px.FlowMatching(2, guidance_dropout=0.1)
+        family(2, guidance_dropout=0.1)
+    with pytest.raises(ValueError, match="guidance"):
+        family(2, 1, standardize="regression", guidance_dropout=0.1)
+    if family is px.Diffusion and importlib.util.find_spec("numpyro"):
+        from pyro_xform.numpyro import to_numpyro
+
+        with pytest.raises(NotImplementedError, match="guidance_dropout"):
+            to_numpyro(model, c, trace="exact")
 
 
 def test_bad_hyperparameters_are_refused():
@@ -366,7 +382,7 @@ def test_bad_hyperparameters_are_refused():
         px.Diffusion(2, sde="vp", eps=0.0)
     with pytest.raises(ValueError, match="objective"):
         px.fit(px.FlowMatching(2), torch.randn(8, 2), objective="dsm", steps=1, progress=False)
-    with pytest.raises(TypeError, match="guidance"):
+    with pytest.raises(ValueError, match="guidance_dropout"):
         px.Diffusion(2)(guidance=2.0)
 
 
@@ -571,6 +587,7 @@ def test_standardize_auto_regresses_conditional_models_only(tmp_path):
         "conditional diffusion": (px.Diffusion(2, 3, hidden=(8,)), ConditionalStandardize),
         "unconditional": (px.FlowMatching(2, hidden=(8,)), Standardize),
         "guided": (px.FlowMatching(2, 3, hidden=(8,), guidance_dropout=0.1), Standardize),
+        "guided diffusion": (px.Diffusion(2, 3, hidden=(8,), guidance_dropout=0.1), Standardize),
         "True (older files)": (px.Diffusion(2, 3, hidden=(8,), standardize=True), Standardize),
     }
     for name, (model, kind) in kinds.items():

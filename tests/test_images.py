@@ -268,6 +268,29 @@ def test_a_logit_pre_transform_counts_its_log_determinant_and_refuses_data_off_i
     assert result.losses[-1] < result.losses[0]
 
 
+@pytest.mark.parametrize("family", [px.FlowMatching, px.Diffusion])
+def test_a_unet_model_conditions_on_labels_with_classifier_free_guidance(family):
+    digits = px.datasets.digits(image=True, labels=True)
+    images, labels = digits.train[:64], torch.nn.functional.one_hot(digits.train_labels[:64], 10).float()
+    model = family(SHAPE, 10, channels=8, guidance_dropout=0.2, solver="rk4", steps=2)
+    assert model.network.context_features == 11  # the labels and the null flag
+    result = px.fit(model, images, context=labels, steps=3, batch_size=32, progress=False, seed=0)
+    assert result.losses[-1] < result.losses[0]
+    wanted = labels[:4]
+    torch.manual_seed(0)
+    plain = model(wanted).sample()
+    torch.manual_seed(0)
+    assert torch.equal(model(wanted, guidance=1.0).sample(), plain)
+    torch.manual_seed(0)
+    strong = model(wanted, guidance=4.0).sample()
+    assert strong.shape == (4, *SHAPE) and not torch.allclose(strong, plain)
+    if family is px.Diffusion:
+        drawn = model.sample((2,), wanted, sampler="heun", steps=3, guidance=4.0)
+        assert drawn.shape == (2, 4, *SHAPE) and torch.isfinite(drawn).all()
+    lp = model(wanted, guidance=4.0, trace="hutchinson").log_prob(images[:4])
+    assert lp.shape == (4,) and torch.isfinite(lp).all()
+
+
 def test_image_networks_without_a_jax_twin_say_so():
     to_numpyro = pytest.importorskip("pyro_xform.numpyro").to_numpyro
     for model in (px.RealNVP(SHAPE, transforms=1, channels=4), px.FlowMatching(SHAPE, channels=4)):

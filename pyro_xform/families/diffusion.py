@@ -18,6 +18,7 @@ from ..schedules import schedule as make_schedule
 from ..transforms import ODESettings
 from . import diffusion_sampling
 from .continuous import ContinuousTimeXform, field_network, resolve_standardize
+from .guidance import check_guidance, flagged, guided
 
 __all__ = ["SAMPLERS", "SDES", "TIME_SAMPLING", "Diffusion"]
 
@@ -45,11 +46,31 @@ class ProbabilityFlow(nn.Module):
     a noise prediction, so the network's target has unit variance at every noise level."""
 
     def __init__(
-        self, net: TimeMLP, schedule: Schedule, gaussian_skip: bool = False, output_scale: bool = False
+        self,
+        net: TimeMLP,
+        schedule: Schedule,
+        gaussian_skip: bool = False,
+        output_scale: bool = False,
+        null_token: bool = False,
+        guidance: float = 1.0,
     ) -> None:
         super().__init__()
         self.net, self.schedule, self.gaussian_skip = net, schedule, gaussian_skip
         self.output_scale = output_scale
+        # Classifier-free guidance (see families/guidance.py): the model's context is flagged
+        # (and mixed with the null one at w != 1) on its way to the network.
+        self.null_token, self.guidance = null_token, guidance
+
+    def with_guidance(self, guidance: float) -> ProbabilityFlow:
+        """The same drift (sharing the network) with guidance scale ``guidance``."""
+        return ProbabilityFlow(
+            self.net, self.schedule, self.gaussian_skip, self.output_scale, self.null_token, guidance
+        )
+
+    def _net(self, net, u: Tensor, s: Tensor, context: Tensor | None, as_is: bool = False):
+        if not self.null_token or as_is:
+            return net(u, s, context)
+        return guided(net, u, s, context, self.guidance)
 
     def out_scale(self, s: Tensor) -> Tensor:
         """:math:`c_{out}(s) = \\alpha_s c_{in}(s)`, the scale of the network's output."""
@@ -64,13 +85,17 @@ class ProbabilityFlow(nn.Module):
         input at unit scale."""
         return torch.rsqrt(self.schedule.alpha(s) ** 2 + self.schedule.sigma(s) ** 2)
 
-    def noise(self, x: Tensor, s: Tensor, context: Tensor | None = None) -> Tensor:
-        """:math:`\\varepsilon_\\theta(x, s, c)`; the network sees :math:`c_{in}(s)\\,x`."""
+    def noise(
+        self, x: Tensor, s: Tensor, context: Tensor | None = None, *, network_context: bool = False
+    ) -> Tensor:
+        """:math:`\\varepsilon_\\theta(x, s, c)`; the network sees :math:`c_{in}(s)\\,x`.
+        With ``network_context`` the context is already the network's own (a guided model's
+        training context, flag appended) and is passed on as it is."""
         scale = self.input_scale(s)
         if s.dim():
             scale = scale[..., None]
         u = x * scale
-        noise = self.net(u, s, context)
+        noise = self._net(self.net, u, s, context, network_context)
         if self.output_scale:
             out = self.out_scale(s)
             noise = noise * (out[..., None] if s.dim() else out)
@@ -93,7 +118,7 @@ class ProbabilityFlow(nn.Module):
         sched = self.schedule
         scale = self.input_scale(s)
         u = x * scale
-        noise, div = self.net.forward_and_divergence(u, s, context)
+        noise, div = self._net(self.net.forward_and_divergence, u, s, context)
         if self.output_scale:
             out = self.out_scale(s)
             noise, div = noise * out, div * out
@@ -181,6 +206,14 @@ class Diffusion(ContinuousTimeXform):
         lognormal: (mean, std) of the log noise level for ``time_sampling="lognormal"``.
         film: modulate every hidden layer of the network by the time and context (see
             :class:`~pyro_xform.nn.TimeMLP`).
+        guidance_dropout: probability of training on the null context (classifier-free
+            guidance, :mod:`pyro_xform.families.guidance`); a guided model is standardized
+            by the marginal statistics, so its conditional and unconditional predictions
+            share one space.
+        guidance: default guidance scale :math:`w` of the noise prediction
+            :math:`\\varepsilon_\\varnothing + w(\\varepsilon_c - \\varepsilon_\\varnothing)` (1: the
+            plain conditional model); ``model(c, guidance=w)`` and ``sample(..., guidance=w)``
+            change it.
 
     Examples:
         >>> import torch, pyro_xform
@@ -223,6 +256,8 @@ class Diffusion(ContinuousTimeXform):
         gaussian_skip: bool | None = None,
         lognormal: tuple[float, float] = (-1.0, 1.6),
         film: bool = False,
+        guidance_dropout: float = 0.0,
+        guidance: float = 1.0,
         **ode_changes: Any,
     ) -> None:
         if sde not in SDES:
@@ -239,13 +274,20 @@ class Diffusion(ContinuousTimeXform):
         eps = schedule.eps if eps is None else eps
         if not 0 <= eps < 1 or (sde == "vp" and eps == 0):
             raise ValueError(f"eps must lie in [0, 1) (and be > 0 for VP), got {eps}")
-        standardize = resolve_standardize(standardize, context)
+        check_guidance(context, guidance_dropout, guidance)
+        standardize = resolve_standardize(standardize, context, guided=guidance_dropout > 0)
+        if guidance_dropout and standardize == "regression":
+            raise ValueError(
+                "classifier-free guidance mixes conditional and unconditional predictions in one "
+                "standardized space; standardize='regression' makes that space depend on the context"
+            )
+        null_token = guidance_dropout > 0
         if gaussian_skip is None:
             gaussian_skip = edm or standardize == "regression"
         gaussian_skip = bool(gaussian_skip)
         net = field_network(
             features,
-            context,
+            context + int(null_token),
             architecture=architecture,
             hidden=hidden,
             activation=activation,
@@ -258,13 +300,14 @@ class Diffusion(ContinuousTimeXform):
         super().__init__(
             features,
             context,
-            field=ProbabilityFlow(net, schedule, gaussian_skip, output_scale=edm),
+            field=ProbabilityFlow(net, schedule, gaussian_skip, edm, null_token, guidance),
             time=(1.0, eps),
             ode=ODESettings.of(ode).replace(**ode_changes),
             standardize=standardize,
         )
         self.schedule, self.eps, self.time_sampling = schedule, eps, time_sampling
         self.lognormal = lognormal
+        self.guidance_dropout = guidance_dropout
         self.base_scale.fill_(schedule.prior_scale())
         self._time_cdfs: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
@@ -274,8 +317,16 @@ class Diffusion(ContinuousTimeXform):
         return self.ode.field.net
 
     def noise(self, x: Tensor, s: Tensor, context: Tensor | None = None) -> Tensor:
-        """The predicted noise :math:`\\varepsilon_\\theta(x_s, s, c)` in standardized units."""
+        """The predicted noise :math:`\\varepsilon_\\theta(x_s, s, c)` in standardized units
+        (guided at the model's guidance scale)."""
         return self.ode.field.noise(x, s, context)
+
+    def _field(self, guidance: float | None = None) -> nn.Module:
+        if guidance is None:
+            return self.ode.field
+        if guidance != 1.0 and not self.guidance_dropout:
+            raise ValueError("guidance needs a model trained with guidance_dropout > 0")
+        return self.ode.field.with_guidance(guidance)
 
     def draw_times(self, n: int, dtype: torch.dtype, device=None) -> Tensor:
         """Times of the DSM loss: uniform on :math:`[\\epsilon, 1]`, drawn with density
@@ -330,8 +381,10 @@ class Diffusion(ContinuousTimeXform):
         noise = torch.randn_like(x)
         col = s[:, None]
         xs = self.schedule.alpha(col) * x + self.schedule.sigma(col) * noise
-        error = self.noise(xs, s, context) - noise
         field = self.ode.field
+        if field.null_token:
+            context = flagged(context, self.guidance_dropout)
+        error = field.noise(xs, s, context, network_context=field.null_token) - noise
         if field.output_scale:
             error = error / field.out_scale(col)
         return error.pow(2).sum()
@@ -346,6 +399,7 @@ class Diffusion(ContinuousTimeXform):
         steps: int | None = None,
         eta: float = 0.0,
         churn: float = diffusion_sampling.SQRT2_LESS_1,
+        guidance: float | None = None,
         **ode_settings,
     ) -> Tensor:
         """Draw samples with the probability-flow ODE or a fixed-step sampler.
@@ -365,6 +419,8 @@ class Diffusion(ContinuousTimeXform):
                 ``dpm``, 100 for ``sde`` and ``ddim``).
             eta: DDIM's noise scale :math:`\\eta \\in [0, 1]` (1 is ancestral sampling).
             churn: the stochastic sampler's :math:`\\gamma \\in [0, \\sqrt 2 - 1]`.
+            guidance: the classifier-free guidance scale :math:`w` of a model trained with
+                ``guidance_dropout`` (default: the model's).
 
         Returns:
             Samples of shape ``sample_shape + batch_shape + event_shape``.
@@ -372,7 +428,10 @@ class Diffusion(ContinuousTimeXform):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if sampler == "ode":
+            if guidance is not None:
+                ode_settings["guidance"] = guidance
             return super().sample(sample_shape, context, steps=steps, **ode_settings)
+        field = self._field(guidance)
         if ode_settings:
             raise TypeError(f"{sorted(ode_settings)} apply to the ode sampler only")
         steps = DEFAULT_STEPS[sampler] if steps is None else steps
@@ -387,7 +446,7 @@ class Diffusion(ContinuousTimeXform):
             context = context.expand(x.shape[:-1] + context.shape[-1:])
 
         def noise(xs: Tensor, s: Tensor) -> Tensor:
-            return self.noise(xs, s, context)
+            return field.noise(xs, s, context)
 
         run = {
             "heun": lambda: diffusion_sampling.heun(noise, self.schedule, x, steps, self.eps),

@@ -16,6 +16,7 @@ from ..schedules import Schedule
 from ..schedules import schedule as make_schedule
 from ..transforms import ODESettings
 from .continuous import ContinuousTimeXform, field_network, resolve_standardize
+from .guidance import check_guidance, flagged, guided
 
 __all__ = ["COUPLINGS", "PATHS", "TIME_SAMPLING", "FlowMatching", "gaussian_rate", "ot_pairing"]
 
@@ -88,15 +89,7 @@ class Velocity(nn.Module):
     def _guided(self, net, x, t, context):
         if not self.null_token:
             return net(x, t, context)
-        flag = context.new_ones((*context.shape[:-1], 1))
-        cond = net(x, t, torch.cat([context, flag], -1))
-        if self.guidance == 1.0:
-            return cond
-        null = net(x, t, torch.zeros_like(flag).expand((*context.shape[:-1], self.context + 1)))
-        w = self.guidance
-        if isinstance(cond, tuple):
-            return tuple(n + w * (c - n) for c, n in zip(cond, null, strict=True))
-        return null + w * (cond - null)
+        return guided(net, x, t, context, self.guidance)
 
 
 def ot_pairing(noise: Tensor, data: Tensor) -> Tensor:
@@ -225,12 +218,7 @@ class FlowMatching(ContinuousTimeXform):
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         if coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
-        if not 0 <= guidance_dropout < 1:
-            raise ValueError(f"guidance_dropout must lie in [0, 1), got {guidance_dropout}")
-        if guidance_dropout and not context:
-            raise ValueError("classifier-free guidance (guidance_dropout > 0) needs a conditional model")
-        if guidance != 1.0 and not guidance_dropout:
-            raise ValueError("a guidance scale other than 1 needs a model trained with guidance_dropout > 0")
+        check_guidance(context, guidance_dropout, guidance)
         schedule = make_schedule(path, **({"sigma_min": sigma_min} if path == "condot" else {}))
         standardize = resolve_standardize(standardize, context, guided=guidance_dropout > 0)
         if guidance_dropout and standardize == "regression":
@@ -297,9 +285,6 @@ class FlowMatching(ContinuousTimeXform):
         xt = sched.alpha(s) * x1 + sched.sigma(s) * x0
         target = -(sched.d_alpha(s) * x1 + sched.d_sigma(s) * x0)
         if self.ode.field.null_token:
-            keep = (torch.rand(x1.shape[0], 1, dtype=x1.dtype, device=x1.device) >= self.guidance_dropout).to(
-                x1.dtype
-            )
-            context = torch.cat([context * keep, keep], -1)
+            context = flagged(context, self.guidance_dropout)
         v = self.network(xt, t, context) + self.ode.field.gaussian(xt, t)
         return (v - target).pow(2).sum()

@@ -98,6 +98,8 @@ def _field(field) -> object:
             TimeDense.of(field.net), field.context, field.null_token, float(field.guidance), skip
         )
     if isinstance(field, ProbabilityFlow):
+        if field.null_token:
+            raise NotImplementedError("no JAX twin for a diffusion model trained with guidance_dropout yet")
         return ProbabilityFlowField(
             TimeDense.of(field.net), _schedule(field.schedule), field.gaussian_skip, field.output_scale
         )
