@@ -291,6 +291,22 @@ def test_a_unet_model_conditions_on_labels_with_classifier_free_guidance(family)
     assert lp.shape == (4,) and torch.isfinite(lp).all()
 
 
+@pytest.mark.parametrize("family", [px.FlowMatching, px.Diffusion])
+def test_channel_standardization_takes_each_channels_statistics_over_its_pixels(family):
+    torch.manual_seed(0)
+    data = (
+        torch.randn(64, 2, 4, 4) * torch.tensor([0.5, 3.0])[:, None, None]
+        + torch.tensor([1.0, -2.0])[:, None, None]
+    )
+    model = family((2, 4, 4), channels=8, standardize="channel", solver="rk4", steps=2)
+    model.initialize(data)
+    scale = model.standardizer.scale.reshape(2, 16)
+    torch.testing.assert_close(scale, data.transpose(0, 1).reshape(2, -1).std(1)[:, None].expand(2, 16))
+    torch.testing.assert_close(model.standardizer.loc.reshape(2, 16)[:, 0], data.mean((0, 2, 3)))
+    with pytest.raises(ValueError, match="images"):
+        family(3, standardize="channel")
+
+
 def test_image_networks_without_a_jax_twin_say_so():
     to_numpyro = pytest.importorskip("pyro_xform.numpyro").to_numpyro
     for model in (px.RealNVP(SHAPE, transforms=1, channels=4), px.FlowMatching(SHAPE, channels=4)):

@@ -24,7 +24,7 @@ __all__ = ["STANDARDIZATIONS", "ContinuousTimeXform", "field_network", "resolve_
 
 #: How a continuous-time family standardizes its data (``standardize=True`` is ``"marginal"``;
 #: ``"auto"`` is ``"regression"`` for a conditional model, else ``"marginal"``).
-STANDARDIZATIONS = ("auto", "marginal", "regression")
+STANDARDIZATIONS = ("auto", "marginal", "regression", "channel")
 
 
 def resolve_standardize(standardize: bool | str, context: int, *, guided: bool = False) -> bool | str:
@@ -103,14 +103,17 @@ class ContinuousTimeXform(Xform):
             raise ValueError("standardize='regression' regresses the data on the context; the model has none")
         standardize = resolve_standardize(standardize, context)
         super().__init__(features, context)
+        if standardize == "channel" and len(self.event_shape) != 3:
+            raise ValueError(
+                f"standardize='channel' is for images (C, H, W); the event shape is {tuple(self.event_shape)}"
+            )
         features = self.features  # the flat size the field works on
         ode = ODETransform(field, features, context, time=time, settings=ode)
         self.standardize = standardize
-        last = (
-            ConditionalStandardize(features, context)
-            if standardize == "regression"
-            else Standardize(features)
-        )
+        if standardize == "regression":
+            last = ConditionalStandardize(features, context)
+        else:
+            last = Standardize(features, self.event_shape[0] if standardize == "channel" else None)
         self.transform = Chain([ode, last])
 
     @property

@@ -152,7 +152,8 @@ class FlowMatching(ContinuousTimeXform):
             ``True``/``"marginal"`` by the data's mean and standard deviation,
             ``"regression"`` (conditional models) by the least-squares regression of the data
             on the context and the residuals' covariance (see
-            :class:`~pyro_xform.transforms.ConditionalStandardize`), ``False``, or ``"auto"``
+            :class:`~pyro_xform.transforms.ConditionalStandardize`), ``"channel"`` (images:
+            each channel's mean and standard deviation over all its pixels), ``False``, or ``"auto"``
             (default): ``"regression"`` for a conditional model (a plain ``fit`` then gives
             a posterior estimator as good as an NSF's, ``bench/conditional.py``),
             ``"marginal"`` for an unconditional one.

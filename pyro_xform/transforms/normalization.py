@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from .base import Bijector
 
-__all__ = ["ActNorm", "ConditionalStandardize", "Standardize", "data_moments"]
+__all__ = ["ActNorm", "ConditionalStandardize", "Standardize", "channel_moments", "data_moments"]
 
 
 def data_moments(x: Tensor, features: int) -> tuple[Tensor, Tensor] | None:
@@ -63,6 +63,21 @@ class ActNorm(Bijector):
         return z, self.log_scale.sum().expand(x.shape[:-1])
 
 
+def channel_moments(x: Tensor, features: int, channels: int) -> tuple[Tensor, Tensor] | None:
+    """The mean and standard deviation (floored at 1e-6) of each of ``channels`` channels of
+    ``x``'s flat images (channel-major, ``features`` numbers a row), over the rows and the
+    pixels, repeated for every pixel of the channel; ``None`` for fewer than two values."""
+    flat = x.detach().reshape(-1, channels, features // channels)
+    if flat.shape[0] * flat.shape[2] < 2:
+        return None
+    values = flat.transpose(0, 1).reshape(channels, -1)
+    pixels = features // channels
+    return (
+        values.mean(1).repeat_interleave(pixels),
+        values.std(1).clamp_min(1e-6).repeat_interleave(pixels),
+    )
+
+
 class Standardize(Bijector):
     """Fixed per-coordinate affine map :math:`x = \\mu + \\sigma \\odot y` whose
     :math:`\\mu, \\sigma` are the data's mean and standard deviation, set once by
@@ -70,15 +85,26 @@ class Standardize(Bijector):
     last, so their network works on standardized data while the density stays that of
     ``x``: :math:`\\log p(x) = \\log p(y) - \\sum_i \\log \\sigma_i`.
 
+    With ``channels`` the data are flat images of that many channels (channel-major) and
+    the statistics are per channel, over all its pixels, as image models scale pixels: a
+    pixel that is nearly constant in the data (a border) is not blown up to unit variance.
+
     Examples:
         >>> layer = Standardize(2)
         >>> layer.initialize(torch.tensor([[0.0, 10.0], [2.0, 30.0]]))
         >>> layer.inverse_and_ladj(torch.tensor([[1.0, 20.0]]))[0]
         tensor([[0., 0.]])
+        >>> image = Standardize(4, channels=1)
+        >>> image.initialize(torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0]]))
+        >>> image.loc, image.scale
+        (tensor([1., 1., 1., 1.]), tensor([1.0690, 1.0690, 1.0690, 1.0690]))
     """
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, channels: int | None = None) -> None:
         super().__init__(features, 0)
+        if channels is not None and (channels < 1 or features % channels):
+            raise ValueError(f"{features} features do not split into {channels} channels")
+        self.channels = channels
         self.register_buffer("loc", torch.zeros(features))
         self.register_buffer("scale", torch.ones(features))
         self.register_buffer("initialized", torch.tensor(False))
@@ -86,7 +112,12 @@ class Standardize(Bijector):
     @torch.no_grad()
     def initialize(self, x, context=None) -> None:
         """Set the mean and standard deviation from data ``x``, once."""
-        moments = None if bool(self.initialized) else data_moments(x, self.features)
+        if bool(self.initialized):
+            moments = None
+        elif self.channels is None:
+            moments = data_moments(x, self.features)
+        else:
+            moments = channel_moments(x, self.features, self.channels)
         if moments is not None:
             self.loc.copy_(moments[0])
             self.scale.copy_(moments[1])
