@@ -63,6 +63,8 @@ LEVELS = {"digits": 17, "fashion-mnist": 256}
 # Flat-vector twins of the image networks: on digits they show what the image network buys;
 # on Fashion-MNIST they are left out of the default table (--only runs them).
 FLAT = ("RealNVP-flat", "NSF-flat", "FM-mlp")
+# Options off by default, measured against the default with --only (bench/MEASUREMENTS.md).
+OPTIONS = ("RealNVP-logit", "NSF-logit", "FM-unet-channel", "Diffusion-unet-channel")
 
 
 def candidates(shape, levels):
@@ -79,6 +81,10 @@ def candidates(shape, levels):
         "PixelCNN": (lambda: px.DiscreteAutoregressive(shape, categories=levels), "discrete"),
         "Autoencoder-conv": (lambda: px.Autoencoder(shape, latent=16), "samples only"),
         "GAN-dcgan": (lambda: px.GAN(shape, latent=16), "samples only"),
+        "RealNVP-logit": (lambda: px.RealNVP(shape, logit=0.05), "exact"),
+        "NSF-logit": (lambda: px.NSF(shape, logit=0.05), "exact"),
+        "FM-unet-channel": (lambda: px.FlowMatching(shape, standardize="channel"), "hutchinson"),
+        "Diffusion-unet-channel": (lambda: px.Diffusion(shape, standardize="channel"), "hutchinson"),
     }
 
 
@@ -276,7 +282,8 @@ def table(args) -> None:
         print(f"{name:<20} {bpd:.3f} ± {rows[-1][3]:.3f}  FD {fd:.2f}  ({seconds:.0f} s)", flush=True)
 
     for name, (build, kind) in candidates(shape, levels).items():
-        if (only and name not in only) or (not only and args.data != "digits" and name in FLAT):
+        skipped = name in OPTIONS or (args.data != "digits" and name in FLAT)
+        if (only and name not in only) or (not only and skipped):
             continue
         torch.manual_seed(0)
         model = build()
