@@ -1,14 +1,35 @@
-"""Images: every family's image network against its flat twin and the peers, one run.
+"""Images: every family on real pictures against the peers, one run.
 
-Section ``bpd``: each model trains for ``--steps`` steps (batch 64, Adam 1e-3, fresh
-dequantization noise every batch) and reports test bits/dim on the data's own scale
-(``(NLL / D + log L) / log 2`` for L levels; the test images are dequantized once) and its
-training wall-clock. Exact where the model's density is exact (the flows); flow matching and
-diffusion by the Hutchinson estimate of their ODE density (rk4, ``--ode-steps`` steps, one Rademacher
-probe per image and pass, ``--passes`` passes; the figure is their mean, ± its standard
-error), with the same solver for the U-Net and the MLP field; the VAE by IWAE with
-``--iwae`` particles; PixelCNN on the integer pixels (exact, the same scale). The peer is
-zuko's NSF on the flat vector with our NSF's settings (4 coupling layers of 2x64, 8 bins).
+Section ``table`` (the default): each family's default image network (and, with
+``--only``, its flat twin or an option such as ``RealNVP-logit``) trains for ``--steps``
+steps of batch ``--batch`` (Adam 1e-3, 2e-4 for the GAN; fresh dequantization noise every
+batch; the Autoencoder then fits its code density for as many steps) and reports:
+
+- test bits/dim on the data's own scale (``(NLL / D + log L) / log 2`` for L levels; the
+  test images are dequantized once): exact for the flows; flow matching and diffusion by
+  the Hutchinson estimate of their probability-flow ODE density (rk4, ``--ode-steps``
+  steps, one Rademacher probe per image and pass, ``--passes`` passes; the figure is their
+  mean, ± its standard error; ``--check`` images are also solved by dopri5 at 1e-5 to show
+  the fixed-step figure is not a solver artefact); the VAE by IWAE with ``--iwae``
+  particles; PixelCNN on the integer pixels (exact, the same scale); none for the GAN and
+  the Autoencoder;
+- a sample grid PNG per family (``--out``/images-<data>/<model>.png);
+- the Fréchet distance of ``--samples`` draws to as many test images on the 64 features of
+  a small CNN classifier trained here on the training set (no downloaded weights), beside
+  the figure of as many training images (the scale: two real samples);
+- the training wall-clock.
+
+Peers at the same steps, batch and learning rate: zuko's NSF on the flat vector (4 coupling
+layers of 2x64, 8 bins), and torchcfm's ``UNetModel`` of our U-Net's size trained by its
+``ConditionalFlowMatcher`` on ``2x - 1``, scored and sampled by our ODE on its field
+(``transforms.ODETransform``), so the two flow-matching rows differ only in the network
+and its training code.
+
+The default budgets (``BUDGETS``): Fashion-MNIST 400 steps a family (about 25,600 images,
+less than half an epoch), 100 test images scored, 128 draws: the whole table in about an
+hour on 2 CPU cores; a GPU run takes ``--steps``, ``--batch``, ``--test`` and
+``--samples`` as large as its time allows (``--device cuda``). Digits (1x8x8, 17 levels):
+2000 steps, 360 test images, the flat twins included.
 
 Section ``throughput``: a flow-matching training step (CondOT path,
 independent coupling, Adam) on Fashion-MNIST ``(1, 28, 28)`` images, batch 64 by default,
@@ -21,14 +42,12 @@ printed beside the times; rounds are interleaved and the medians compared, so ma
 hits both alike. Peak memory is reported on CUDA only (``torch.cuda.max_memory_allocated``);
 on the CPU a process's peak resident size cannot be split between two models in one run.
 
-Still to come in this script (issue 19): the sample grids, the Fréchet distance
-on a classifier trained here, and torchcfm's U-Net scored by our ODE.
-
 Data: Debian's ``dataset-fashion-mnist`` (``apt-get install dataset-fashion-mnist``), or the
 8x8 digits as ``(1, 8, 8)`` images with ``--data digits`` (no package needed).
 
-    pip install -e ".[bench]"
-    python bench/images.py --section bpd --data digits [--steps 2000] [--only RealNVP,FM-unet]
+    pip install torch==2.13.0 -e ".[bench]"
+    python bench/images.py [--data digits] [--steps 400] [--only RealNVP-multiscale,FM-unet]
+    python bench/images.py --device cuda --steps 20000 --batch 256 --test 10000 --samples 5000
     python bench/images.py --section throughput [--threads 2] [--batch 64] [--rounds 7] [--steps 5]
 """
 
@@ -140,12 +159,12 @@ def zuko_nsf(train, args, levels):
 
     torch.manual_seed(0)
     d = train[0].numel()
-    flow = zuko.flows.NSF(d, transforms=4, hidden_features=(64, 64), bins=8)
+    flow = zuko.flows.NSF(d, transforms=4, hidden_features=(64, 64), bins=8).to(args.device)
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
     dequantize, flat = px.datasets.Dequantize(levels), train.flatten(1)
     start = time.perf_counter()
     for _ in range(args.steps):
-        batch = dequantize(flat[torch.randint(0, len(flat), (64,))])
+        batch = dequantize(flat[torch.randint(0, len(flat), (args.batch,))]).to(args.device)
         optimizer.zero_grad()
         (-flow().log_prob(batch).mean()).backward()
         optimizer.step()
@@ -172,14 +191,14 @@ def torchcfm_unet(train, args, levels):
     sampled by our ODE on its field (the density on ``x`` adds ``D log 2``)."""
     shape = tuple(train.shape[1:])
     torch.manual_seed(0)
-    net, step = torchcfm_model(shape, torch.device("cpu"), lr=1e-3)
+    net, step = torchcfm_model(shape, args.device, lr=1e-3)
     dequantize = px.datasets.Dequantize(levels)
     start = time.perf_counter()
     for _ in range(args.steps):
-        step(2 * dequantize(train[torch.randint(0, len(train), (64,))]) - 1)
+        step(2 * dequantize(train[torch.randint(0, len(train), (args.batch,))]).to(args.device) - 1)
     seconds = time.perf_counter() - start
     d = train[0].numel()
-    base = pyro.distributions.Normal(torch.zeros(d), 1.0).to_event(1)
+    base = pyro.distributions.Normal(torch.zeros(d, device=args.device), 1.0).to_event(1)
 
     def distribution(**settings):
         ode = px.transforms.ODETransform(TorchcfmField(net, shape), d, **settings)
@@ -254,7 +273,7 @@ def train(name, model, kind, train_data, args, levels):
     data = (train_data * levels).floor() if kind == "discrete" else train_data
     augment = None if kind == "discrete" else px.datasets.Dequantize(levels)
     lr = 2e-4 if name.startswith("GAN") else 1e-3  # the GAN's measured rate (bench/digits.py)
-    settings = dict(batch_size=64, progress=False, seed=0)
+    settings = dict(batch_size=args.batch, progress=False, seed=0)
     start = time.perf_counter()
     px.fit(model, data, steps=args.steps, lr=lr, augment=augment, **settings)
     if isinstance(model, px.Autoencoder):
@@ -263,7 +282,7 @@ def train(name, model, kind, train_data, args, levels):
 
 
 def table(args) -> None:
-    train_data, test = images(args.data), images(args.data, "test")[: args.test]
+    train_data, test = images(args.data), images(args.data, "test")[: args.test].to(args.device)
     levels, dims = LEVELS[args.data], train_data[0].numel()
     shape = tuple(train_data.shape[1:])
     out = os.path.join(args.out, f"images-{args.data}")
@@ -275,18 +294,19 @@ def table(args) -> None:
     rows = []
 
     def report(name, kind, nll, se, seconds, samples):
+        samples = samples.cpu()
         fd = frechet_distance(classifier.features(samples), reference)
         grid(samples, os.path.join(out, f"{name}.png"), f"{name}, {args.data}, {args.steps} steps")
         bpd = px.datasets.bits_per_dim(nll, dims, levels) if math.isfinite(nll) else math.nan
         rows.append((name, kind, bpd, se / dims / math.log(2), fd, seconds))
-        print(f"{name:<20} {bpd:.3f} ± {rows[-1][3]:.3f}  FD {fd:.2f}  ({seconds:.0f} s)", flush=True)
+        print(f"{name:<24} {bpd:.3f} ± {rows[-1][3]:.3f}  FD {fd:.2f}  ({seconds:.0f} s)", flush=True)
 
     for name, (build, kind) in candidates(shape, levels).items():
         skipped = name in OPTIONS or (args.data != "digits" and name in FLAT)
         if (only and name not in only) or (not only and skipped):
             continue
         torch.manual_seed(0)
-        model = build()
+        model = build().to(args.device)
         seconds = train(name, model, kind, train_data, args, levels)
         nll, se = score(model, kind, test, args, levels)
         report(name, kind, nll, se, seconds, draw(model, kind, args.samples, args, levels))
@@ -300,12 +320,12 @@ def table(args) -> None:
         with torch.no_grad():
             nll, se = hutchinson(distribution, 2 * test - 1, args, shift=dims * math.log(2))
             report("torchcfm-unet", "hutchinson", nll, se, seconds, sample(args.samples))
-    print(f"\n{args.data} {shape}, {args.steps} steps of batch 64, {len(test)} test images scored, ")
+    print(f"\n{args.data} {shape}, {args.steps} steps of batch {args.batch}, {len(test)} test images scored")
     print(f"Fréchet distance of {args.samples} draws to {args.samples} test images (classifier features)")
-    print(f"{'model':<20} {'scored':<13} {'bits/dim':>9} {'± se':>7} {'FD':>8} {'train s':>8}")
+    print(f"{'model':<24} {'scored':<13} {'bits/dim':>9} {'± se':>7} {'FD':>8} {'train s':>8}")
     for name, kind, bpd, se, fd, seconds in rows:
-        print(f"{name:<20} {kind:<13} {bpd:>9.3f} {se:>7.3f} {fd:>8.2f} {seconds:>8.0f}")
-    print(f"{'(training images)':<20} {'':<13} {'':>9} {'':>7} {real_fd:>8.2f}")
+        print(f"{name:<24} {kind:<13} {bpd:>9.3f} {se:>7.3f} {fd:>8.2f} {seconds:>8.0f}")
+    print(f"{'(training images)':<24} {'':<13} {'':>9} {'':>7} {real_fd:>8.2f}")
     print(f"sample grids: {out}/<model>.png")
 
 
@@ -414,6 +434,7 @@ def main() -> None:
     if args.section == "table":
         for key, value in BUDGETS[args.data].items():
             setattr(args, key, value if getattr(args, key) is None else getattr(args, key))
+        args.device = torch.device(args.device)
         table(args)
     else:
         args.steps = 5 if args.steps is None else args.steps
