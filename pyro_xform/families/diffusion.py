@@ -275,13 +275,8 @@ class Diffusion(ContinuousTimeXform):
         eps = schedule.eps if eps is None else eps
         if not 0 <= eps < 1 or (sde == "vp" and eps == 0):
             raise ValueError(f"eps must lie in [0, 1) (and be > 0 for VP), got {eps}")
-        check_guidance(context, guidance_dropout, guidance)
+        check_guidance(context, guidance_dropout, guidance, standardize)
         standardize = resolve_standardize(standardize, context, guided=guidance_dropout > 0)
-        if guidance_dropout and standardize == "regression":
-            raise ValueError(
-                "classifier-free guidance mixes conditional and unconditional predictions in one "
-                "standardized space; standardize='regression' makes that space depend on the context"
-            )
         null_token = guidance_dropout > 0
         if gaussian_skip is None:
             gaussian_skip = edm or standardize == "regression"

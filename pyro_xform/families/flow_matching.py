@@ -219,14 +219,9 @@ class FlowMatching(ContinuousTimeXform):
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         if coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
-        check_guidance(context, guidance_dropout, guidance)
+        check_guidance(context, guidance_dropout, guidance, standardize)
         schedule = make_schedule(path, **({"sigma_min": sigma_min} if path == "condot" else {}))
         standardize = resolve_standardize(standardize, context, guided=guidance_dropout > 0)
-        if guidance_dropout and standardize == "regression":
-            raise ValueError(
-                "classifier-free guidance mixes conditional and unconditional fields in one standardized "
-                "space; standardize='regression' makes that space depend on the context"
-            )
         null_token = guidance_dropout > 0
         net = field_network(
             features,

@@ -22,8 +22,14 @@ from torch import Tensor
 __all__ = ["check_guidance", "flagged", "guided"]
 
 
-def check_guidance(context: int, dropout: float, guidance: float) -> None:
-    """Raise ``ValueError`` unless the guidance settings fit a model of ``context`` features."""
+def check_guidance(context: int, dropout: float, guidance: float, standardize: bool | str = "auto") -> None:
+    """Raise ``ValueError`` unless the guidance settings fit a model of ``context`` features
+    standardized by ``standardize``."""
+    if dropout and standardize == "regression":
+        raise ValueError(
+            "classifier-free guidance mixes conditional and unconditional outputs in one standardized "
+            "space; standardize='regression' makes that space depend on the context"
+        )
     if not 0 <= dropout < 1:
         raise ValueError(f"guidance_dropout must lie in [0, 1), got {dropout}")
     if dropout and not context:
