@@ -1,7 +1,7 @@
 """Images: every family on real pictures against the peers, one run.
 
 Section ``table`` (the default): each family's default image network (and, with
-``--only``, its flat twin or an option such as ``RealNVP-logit``) trains for ``--steps``
+``--only``, its flat twin or an option such as ``RealNVP-nologit``) trains for ``--steps``
 steps of batch ``--batch`` (Adam 1e-3, 2e-4 for the GAN; fresh dequantization noise every
 batch; the Autoencoder then fits its code density for as many steps) and reports:
 
@@ -83,7 +83,7 @@ LEVELS = {"digits": 17, "fashion-mnist": 256}
 # on Fashion-MNIST they are left out of the default table (--only runs them).
 FLAT = ("RealNVP-flat", "NSF-flat", "FM-mlp")
 # Options off by default, measured against the default with --only (bench/MEASUREMENTS.md).
-OPTIONS = ("RealNVP-logit", "NSF-logit", "FM-unet-channel", "Diffusion-unet-channel")
+OPTIONS = ("RealNVP-nologit", "NSF-nologit", "FM-unet-channel", "Diffusion-unet-channel")
 
 
 def candidates(shape, levels):
@@ -100,8 +100,8 @@ def candidates(shape, levels):
         "PixelCNN": (lambda: px.DiscreteAutoregressive(shape, categories=levels), "discrete"),
         "Autoencoder-conv": (lambda: px.Autoencoder(shape, latent=16), "samples only"),
         "GAN-dcgan": (lambda: px.GAN(shape, latent=16), "samples only"),
-        "RealNVP-logit": (lambda: px.RealNVP(shape, logit=0.05), "exact"),
-        "NSF-logit": (lambda: px.NSF(shape, logit=0.05), "exact"),
+        "RealNVP-nologit": (lambda: px.RealNVP(shape, logit=None), "exact"),
+        "NSF-nologit": (lambda: px.NSF(shape, logit=None), "exact"),
         "FM-unet-channel": (lambda: px.FlowMatching(shape, standardize="channel"), "hutchinson"),
         "Diffusion-unet-channel": (lambda: px.Diffusion(shape, standardize="channel"), "hutchinson"),
     }

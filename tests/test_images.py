@@ -11,7 +11,7 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 import pyro_xform as px
 from pyro_xform.infer import BaseReparam
 from pyro_xform.nn import MLP, ConvDecoder, ConvEncoder, PixelCNN, TimeMLP, TimeUNet
-from pyro_xform.transforms import MultiscaleFlow, RQSpline
+from pyro_xform.transforms import Logit, MultiscaleFlow, RQSpline
 
 SHAPE = (1, 8, 8)
 
@@ -247,8 +247,10 @@ def test_multiscale_flow_is_realnvps_image_network_and_scores_digits(images):
 def test_a_logit_pre_transform_counts_its_log_determinant_and_refuses_data_off_its_support(images):
     torch.manual_seed(0)
     flow = px.RealNVP(SHAPE, transforms=1, channels=8, logit=0.05)
-    plain = px.RealNVP(SHAPE, transforms=1, channels=8)
+    plain = px.RealNVP(SHAPE, transforms=1, channels=8, logit=None)
     plain.load_state_dict(flow.state_dict())
+    default = px.RealNVP(SHAPE, transforms=1, channels=8)
+    assert isinstance(default.transform[-1], Logit) and default.transform[-1].alpha == 0.05
     # log p(x) = log p_plain(y) + log |dy/dx|, y = logit(0.05 + 0.9 x), dy/dx = 0.9 / (u (1 - u)).
     u = 0.05 + 0.9 * images
     y = torch.log(u) - torch.log1p(-u)

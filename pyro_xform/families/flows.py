@@ -40,6 +40,18 @@ def _multiscale(features, context: int, architecture: str, steps: int, channels:
     return None
 
 
+def _pixel_logit(logit: float | str | None, image) -> float | None:
+    """``"auto"``: the logit pre-transform of margin 0.05 where the flow is the multi-scale
+    image flow (pixels in [0, 1], as RealNVP and Glow model them), none elsewhere."""
+    if logit == "auto":
+        return _PIXEL_LOGIT if image is not None else None
+    return logit
+
+
+# The multi-scale flows' default margin: RealNVP's (Dinh et al. 2016, section 4.1).
+_PIXEL_LOGIT = 0.05
+
+
 class Flow(Xform):
     """A normalizing flow: :math:`x = T_K \\circ \\dots \\circ T_1(z)`, :math:`z \\sim \\mathcal N(0, I)`,
 
@@ -122,7 +134,8 @@ class Flow(Xform):
             low, high = support.lower_bound, support.upper_bound
             raise ValueError(
                 f"{name} has values outside [{low:.4g}, {high:.4g}], the support of the flow's logit "
-                f"pre-transform (pixels in [0, 1] lie inside; first at row {row})"
+                f"pre-transform (pixels in [0, 1] lie inside; first at row {row}); for data of "
+                "another range build the flow with logit=None"
             )
 
     def initialize(self, data: Tensor, context: Tensor | None = None) -> None:
@@ -247,7 +260,7 @@ class RealNVP(Flow):
         standardize: bool = False,
         architecture: str = "auto",
         channels: int = 64,
-        logit: float | None = None,
+        logit: float | str | None = "auto",
     ) -> None:
         image = _multiscale(
             features, context, architecture, transforms, channels, log_scale_bound=log_scale_bound
@@ -263,7 +276,7 @@ class RealNVP(Flow):
             actnorm=actnorm,
             standardize=standardize,
             image=image,
-            logit=logit,
+            logit=_pixel_logit(logit, image),
         )
 
 
@@ -276,7 +289,10 @@ class NSF(Flow):
     initialization); ``standardize=True`` standardizes the data first (see :class:`Flow`).
     Both help most when data are few, e.g. neural posterior estimation. ``logit=alpha``
     puts the logit pre-transform of data in :math:`[0, 1]` (pixels) last, its
-    log-determinant counted (:class:`~pyro_xform.transforms.Logit`).
+    log-determinant counted (:class:`~pyro_xform.transforms.Logit`); the default,
+    ``"auto"``, does so with :math:`\\alpha = 0.05` for the multi-scale image flow (which
+    then expects pixels in :math:`[0, 1]`; ``logit=None`` for data of another range) and not
+    for the flat blocks (``bench/MEASUREMENTS.md``).
 
     On images (``features`` a shape ``(C, H, W)`` of at least 8 x 8 that squeezes at least
     once, under ``architecture="auto"``) it is a multi-scale flow of spline couplings, a
@@ -310,7 +326,7 @@ class NSF(Flow):
         standardize: bool = False,
         architecture: str = "auto",
         channels: int = 64,
-        logit: float | None = None,
+        logit: float | str | None = "auto",
     ) -> None:
         if variant not in ("coupling", "autoregressive"):
             raise ValueError(f"variant must be 'coupling' or 'autoregressive', got {variant!r}")
@@ -343,5 +359,5 @@ class NSF(Flow):
             actnorm=actnorm,
             standardize=standardize,
             image=image,
-            logit=logit,
+            logit=_pixel_logit(logit, image),
         )
