@@ -83,7 +83,15 @@ LEVELS = {"digits": 17, "fashion-mnist": 256}
 # on Fashion-MNIST they are left out of the default table (--only runs them).
 FLAT = ("RealNVP-flat", "NSF-flat", "FM-mlp")
 # Options off by default, measured against the default with --only (bench/MEASUREMENTS.md).
-OPTIONS = ("RealNVP-nologit", "NSF-nologit", "FM-unet-channel", "Diffusion-unet-channel")
+OPTIONS = (
+    "RealNVP-nologit",
+    "NSF-nologit",
+    "FM-unet-channel",
+    "Diffusion-unet-channel",
+    "FM-unet-channel-attention",
+    "FM-unet-marginal",
+    "Diffusion-unet-marginal",
+)
 
 
 def candidates(shape, levels):
@@ -104,6 +112,12 @@ def candidates(shape, levels):
         "NSF-nologit": (lambda: px.NSF(shape, logit=None), "exact"),
         "FM-unet-channel": (lambda: px.FlowMatching(shape, standardize="channel"), "hutchinson"),
         "Diffusion-unet-channel": (lambda: px.Diffusion(shape, standardize="channel"), "hutchinson"),
+        "FM-unet-channel-attention": (
+            lambda: px.FlowMatching(shape, standardize="channel", attention=True),
+            "hutchinson",
+        ),
+        "FM-unet-marginal": (lambda: px.FlowMatching(shape, standardize="marginal"), "hutchinson"),
+        "Diffusion-unet-marginal": (lambda: px.Diffusion(shape, standardize="marginal"), "hutchinson"),
     }
 
 

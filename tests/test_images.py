@@ -307,6 +307,11 @@ def test_channel_standardization_takes_each_channels_statistics_over_its_pixels(
     torch.testing.assert_close(model.standardizer.loc.reshape(2, 16)[:, 0], data.mean((0, 2, 3)))
     with pytest.raises(ValueError, match="images"):
         family(3, standardize="channel")
+    # The default: per channel for an unconditional or guided image model, per pixel for a vector.
+    assert family((2, 4, 4), channels=8).standardize == "channel"
+    assert family((2, 4, 4), 3, channels=8, guidance_dropout=0.1).standardize == "channel"
+    assert family((2, 4, 4), 3, channels=8).standardize == "regression"
+    assert family(3).standardize == "marginal"
 
 
 def test_image_networks_without_a_jax_twin_say_so():

@@ -23,19 +23,25 @@ from ..transforms import (
 __all__ = ["STANDARDIZATIONS", "ContinuousTimeXform", "field_network", "resolve_standardize"]
 
 #: How a continuous-time family standardizes its data (``standardize=True`` is ``"marginal"``;
-#: ``"auto"`` is ``"regression"`` for a conditional model, else ``"marginal"``).
+#: ``"auto"`` is ``"regression"`` for a conditional model, else ``"channel"`` for images and
+#: ``"marginal"`` for vectors).
 STANDARDIZATIONS = ("auto", "marginal", "regression", "channel")
 
 
-def resolve_standardize(standardize: bool | str, context: int, *, guided: bool = False) -> bool | str:
+def resolve_standardize(
+    standardize: bool | str, context: int, *, guided: bool = False, image: bool = False
+) -> bool | str:
     r"""The standardization ``"auto"`` stands for: the regression on the context for a
     conditional model (the field then learns only what the linear-Gaussian fit of
-    :math:`x \mid c` misses), the marginal one for an unconditional or a guided model (whose
-    conditional and unconditional fields share one space). Other values are returned as
-    they are."""
+    :math:`x \mid c` misses); for an unconditional or a guided model (whose conditional and
+    unconditional fields share one space) the per-channel statistics of an image (a pixel
+    that hardly varies, a border, is not blown up to unit variance: ``bench/MEASUREMENTS.md``)
+    and the marginal ones of a vector. Other values are returned as they are."""
     if standardize != "auto":
         return standardize
-    return "regression" if context and not guided else "marginal"
+    if context and not guided:
+        return "regression"
+    return "channel" if image else "marginal"
 
 
 def field_network(
@@ -101,7 +107,7 @@ class ContinuousTimeXform(Xform):
             )
         if standardize == "regression" and not context:
             raise ValueError("standardize='regression' regresses the data on the context; the model has none")
-        standardize = resolve_standardize(standardize, context)
+        standardize = resolve_standardize(standardize, context, image=len(event_shape_of(features)) == 3)
         super().__init__(features, context)
         if standardize == "channel" and len(self.event_shape) != 3:
             raise ValueError(
