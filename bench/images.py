@@ -91,7 +91,40 @@ OPTIONS = (
     "FM-unet-channel-attention",
     "FM-unet-marginal",
     "Diffusion-unet-marginal",
+    "FM-unet-attention-gn1",
+    "FM-unet-attention-geotime",
+    "Diffusion-unet-attention",
 )
+
+
+def norm_per_channel(model):
+    """A probe: every group normalization of the U-Net with one channel a group (torchcfm's
+    32 groups at 32 channels), the same parameters."""
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.GroupNorm):
+                setattr(module, name, torch.nn.GroupNorm(child.num_channels, child.num_channels))
+    return model
+
+
+class GeometricTime(torch.nn.Module):
+    """A probe: the transformer-style time features of DDPM's U-Nets, frequencies geometric
+    from 1 to 1/1000 of 1000 t, as many features as ours."""
+
+    def __init__(self, out_features: int) -> None:
+        super().__init__()
+        self.out_features, self.half = out_features, (out_features - 1) // 2
+
+    def forward(self, t):
+        k = torch.arange(self.half, dtype=t.dtype, device=t.device)
+        angle = 1000 * t[..., None] * torch.exp(-math.log(1000.0) * k / self.half)
+        return torch.cat([t[..., None], angle.sin(), angle.cos()], -1)
+
+
+def geometric_time(model):
+    net = model.network
+    net.time = GeometricTime(net.time.out_features)
+    return model
 
 
 def candidates(shape, levels):
@@ -117,6 +150,15 @@ def candidates(shape, levels):
             "hutchinson",
         ),
         "FM-unet-marginal": (lambda: px.FlowMatching(shape, standardize="marginal"), "hutchinson"),
+        "Diffusion-unet-attention": (lambda: px.Diffusion(shape, attention=True), "hutchinson"),
+        "FM-unet-attention-gn1": (
+            lambda: norm_per_channel(px.FlowMatching(shape, attention=True)),
+            "hutchinson",
+        ),
+        "FM-unet-attention-geotime": (
+            lambda: geometric_time(px.FlowMatching(shape, attention=True)),
+            "hutchinson",
+        ),
         "Diffusion-unet-marginal": (lambda: px.Diffusion(shape, standardize="marginal"), "hutchinson"),
     }
 
