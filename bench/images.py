@@ -430,6 +430,7 @@ def throughput(args, data, device) -> None:
     ours_model.initialize(data[:1024].to(device))  # fit's first step: the data's standardization
     g = torch.Generator().manual_seed(0)
     times = {name: [] for name in models}
+    peaks = {name: 0 for name in models}
     for _model, step in models.values():  # warm-up (allocator, first-call costs)
         step(data[: args.batch].to(device))
     for _ in range(args.rounds):
@@ -446,13 +447,15 @@ def throughput(args, data, device) -> None:
                 step(batch)
             if device.type == "cuda":
                 torch.cuda.synchronize()
+                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated())
             times[name].append((time.perf_counter() - start) / args.steps)
     print(f"flow-matching training step, {shape} images, batch {args.batch}, {device.type}")
-    print(f"{'model':<12} {'parameters':>11} {'ms/step':>9} {'images/s':>9}")
+    print(f"{'model':<12} {'parameters':>11} {'ms/step':>9} {'images/s':>9} {'peak MiB':>9}")
     for name, (model, _) in models.items():
         per_step = statistics.median(times[name])
         params = sum(p.numel() for p in model.parameters())
-        print(f"{name:<12} {params:>11,} {1e3 * per_step:>9.1f} {args.batch / per_step:>9.1f}")
+        peak = f"{peaks[name] / 2**20:>9.0f}" if device.type == "cuda" else f"{'(cuda)':>9}"
+        print(f"{name:<12} {params:>11,} {1e3 * per_step:>9.1f} {args.batch / per_step:>9.1f} {peak}")
     ratio = statistics.median(times["torchcfm"]) / statistics.median(times["pyro_xform"])
     print(f"throughput, pyro_xform / torchcfm: {ratio:.2f}x (target >= 1.0)")
 
