@@ -11,6 +11,8 @@ One command for a machine with a GPU (a few minutes in all):
 2. Times ``pyro_xform.fit`` steps of NSF, FlowMatching and Diffusion on the 2-D checkerboard
    with the data on the CPU (``fit`` moves each minibatch), at two batch sizes, on the CPU
    (``--threads`` threads) and on the device, and prints steps per second and the ratio.
+3. Times the image U-Net's flow-matching step against torchcfm's ``UNetModel`` of equal
+   size on the device, with each one's peak memory (``bench/images.py --section throughput``).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(16, os.cpu_count() or 1))
     parser.add_argument("--suite-timeout", type=float, default=360.0)
     parser.add_argument("--skip-suite", action="store_true")
+    parser.add_argument("--image-timeout", type=float, default=120.0)
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -89,7 +92,24 @@ def main() -> None:
         print(torch.cuda.get_device_name(device), "torch", torch.__version__, flush=True)
     rc = 0 if args.skip_suite else run_suite(args.device, args.suite_timeout)
     throughput(device, args.steps, args.threads)
+    image_throughput(args.device, args.image_timeout)
     sys.exit(rc)
+
+
+def image_throughput(device: str, timeout: float) -> None:
+    """The image U-Net's training step against torchcfm's of equal size on the device, with
+    the peak memory (bench/images.py's throughput section; it needs the bench extra and the
+    Fashion-MNIST package, else the 8x8 digits)."""
+    script = os.path.join(os.path.dirname(__file__), "images.py")
+    data = "fashion-mnist" if px.datasets.FASHION_MNIST.is_dir() else "digits"
+    command = [sys.executable, script, "--section", "throughput", "--device", device, "--data", data]
+    for batch in ("64", "256"):
+        run = [*command, "--batch", batch, "--rounds", "5"]
+        print("$", " ".join(run), flush=True)
+        try:
+            subprocess.run(run, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"the image throughput ran past {timeout:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
