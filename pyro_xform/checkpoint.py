@@ -61,7 +61,14 @@ def build(config: str | dict) -> Xform:
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {sorted(FAMILIES)}")
     kwargs = {k: build(v) if _is_spec(v) else v for k, v in config["kwargs"].items()}
+    for name, value in _BEFORE.get(family, {}).items():
+        kwargs.setdefault(name, value)
     return FAMILIES[family](**kwargs)
+
+
+# Arguments added after files were written, whose default is not what those files were built
+# with: a config without one is rebuilt as it was (a multi-scale flow without the logit).
+_BEFORE = {"RealNVP": {"logit": None}, "NSF": {"logit": None}}
 
 
 def save(model: Xform, path: str | os.PathLike) -> None:

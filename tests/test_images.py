@@ -314,6 +314,16 @@ def test_channel_standardization_takes_each_channels_statistics_over_its_pixels(
     assert family(3).standardize == "marginal"
 
 
+def test_a_multiscale_flow_saved_before_the_logit_default_loads_as_it_was(tmp_path):
+    from pyro_xform.checkpoint import build
+
+    flow = px.RealNVP(SHAPE, transforms=1, channels=8)
+    px.save(flow, tmp_path / "flow.pt")
+    assert isinstance(px.load(tmp_path / "flow.pt").transform[-1], Logit)
+    older = {"family": "RealNVP", "kwargs": {k: v for k, v in flow.config.items() if k != "logit"}}
+    assert not isinstance(build(older).transform[-1], Logit)
+
+
 def test_image_networks_without_a_jax_twin_say_so():
     to_numpyro = pytest.importorskip("pyro_xform.numpyro").to_numpyro
     for model in (px.RealNVP(SHAPE, transforms=1, channels=4), px.FlowMatching(SHAPE, channels=4)):
