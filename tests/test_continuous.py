@@ -368,7 +368,7 @@ def test_classifier_free_guidance_mixes_fields(family):
         from pyro_xform.numpyro import to_numpyro
 
         with pytest.raises(NotImplementedError, match="guidance_dropout"):
-            to_numpyro(model, c, trace="exact")
+            to_numpyro(model.float(), c.float(), trace="exact")
 
 
 def test_bad_hyperparameters_are_refused():

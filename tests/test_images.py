@@ -160,12 +160,15 @@ def test_a_unet_flow_has_an_exact_log_determinant_and_trains_every_parameter(ima
     for name, p in fm.named_parameters():  # the zero-initialized layers do not leave any dead
         assert not torch.equal(p, before[name]), name
     # Fixed steps (an adaptive solve of a shaken net costs unpredictably): the log-determinant
-    # integrated along 16 rk4 steps misses the discrete map's by 7e-6.
+    # integrated along 16 rk4 steps misses the discrete map's by about 1e-11.
+    # Seeded and shaken gently: a field shaken by 0.1 at every parameter can be too stiff for
+    # 16 steps (errors of 0.1 nats at some seeds), which says nothing of the log-determinant.
+    torch.manual_seed(0)
     small = px.FlowMatching((1, 4, 4), architecture="image", channels=4, solver="rk4", steps=16).double()
-    assert small.network.levels == 2  # 4 x 4 and 2 x 2
+    assert small.network.levels == 2 and len(small.network.attention) == 2  # 4 x 4 and 2 x 2
     with torch.no_grad():
         for p in small.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+            p.add_(0.03 * torch.randn_like(p))
         z = torch.randn(16, dtype=torch.float64)
         ladj = float(small.transform.forward_and_ladj(z)[1])
     jac = torch.autograd.functional.jacobian(small.transform.forward_value, z)
@@ -273,7 +276,8 @@ def test_a_logit_pre_transform_counts_its_log_determinant_and_refuses_data_off_i
 @pytest.mark.parametrize("family", [px.FlowMatching, px.Diffusion])
 def test_a_unet_model_conditions_on_labels_with_classifier_free_guidance(family):
     digits = px.datasets.digits(image=True, labels=True)
-    images, labels = digits.train[:64], torch.nn.functional.one_hot(digits.train_labels[:64], 10).float()
+    images = digits.train[:64]
+    labels = torch.nn.functional.one_hot(digits.train_labels[:64], 10).to(images.dtype)
     model = family(SHAPE, 10, channels=8, guidance_dropout=0.2, solver="rk4", steps=2)
     assert model.network.context_features == 11  # the labels and the null flag
     result = px.fit(model, images, context=labels, steps=3, batch_size=32, progress=False, seed=0)
