@@ -94,6 +94,7 @@ OPTIONS = (
     "FM-unet-attention-gn1",
     "FM-unet-attention-geotime",
     "Diffusion-unet-attention",
+    "FM-unet-raw",
 )
 
 
@@ -151,6 +152,7 @@ def candidates(shape, levels):
         ),
         "FM-unet-marginal": (lambda: px.FlowMatching(shape, standardize="marginal"), "hutchinson"),
         "Diffusion-unet-attention": (lambda: px.Diffusion(shape, attention=True), "hutchinson"),
+        "FM-unet-raw": (lambda: px.FlowMatching(shape, standardize=False), "hutchinson"),
         "FM-unet-attention-gn1": (
             lambda: norm_per_channel(px.FlowMatching(shape, attention=True)),
             "hutchinson",

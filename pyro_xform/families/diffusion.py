@@ -211,8 +211,8 @@ class Diffusion(ContinuousTimeXform):
             :class:`~pyro_xform.nn.TimeMLP`).
         guidance_dropout: probability of training on the null context (classifier-free
             guidance, :mod:`pyro_xform.families.guidance`); a guided model is standardized
-            by the marginal statistics, so its conditional and unconditional predictions
-            share one space.
+            by statistics that do not depend on the context (marginal, or per channel on
+            images), so its conditional and unconditional predictions share one space.
         guidance: default guidance scale :math:`w` of the noise prediction
             :math:`\\varepsilon_\\varnothing + w(\\varepsilon_c - \\varepsilon_\\varnothing)` (1: the
             plain conditional model); ``model(c, guidance=w)`` and ``sample(..., guidance=w)``

@@ -39,7 +39,7 @@ class Bijector(ConditionalTransformModule):
     differentiable = True
     #: whether the log-determinant costs little beside the value (not so for an ODE)
     cheap_ladj = True
-    #: where one coordinate of the data side lives (elementwise; :class:`Logit`: the unit interval)
+    #: where one coordinate of the data side lives (elementwise; :class:`Logit`: an interval)
     codomain = constraints.real
 
     def __init__(self, features: int, context: int = 0) -> None:
