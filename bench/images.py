@@ -95,6 +95,7 @@ OPTIONS = (
     "FM-unet-attention-geotime",
     "Diffusion-unet-attention",
     "FM-unet-raw",
+    "Diffusion-unet-raw",
 )
 
 
@@ -153,6 +154,7 @@ def candidates(shape, levels):
         "FM-unet-marginal": (lambda: px.FlowMatching(shape, standardize="marginal"), "hutchinson"),
         "Diffusion-unet-attention": (lambda: px.Diffusion(shape, attention=True), "hutchinson"),
         "FM-unet-raw": (lambda: px.FlowMatching(shape, standardize=False), "hutchinson"),
+        "Diffusion-unet-raw": (lambda: px.Diffusion(shape, standardize=False), "hutchinson"),
         "FM-unet-attention-gn1": (
             lambda: norm_per_channel(px.FlowMatching(shape, attention=True)),
             "hutchinson",

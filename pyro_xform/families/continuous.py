@@ -23,8 +23,8 @@ from ..transforms import (
 __all__ = ["STANDARDIZATIONS", "ContinuousTimeXform", "field_network", "resolve_standardize"]
 
 #: How a continuous-time family standardizes its data (``standardize=True`` is ``"marginal"``;
-#: ``"auto"`` is ``"regression"`` for a conditional model, else ``"channel"`` for images and
-#: ``"marginal"`` for vectors).
+#: ``"auto"`` is ``"regression"`` for a conditional model, else none for images (the pixels
+#: on their own scale) and ``"marginal"`` for vectors).
 STANDARDIZATIONS = ("auto", "marginal", "regression", "channel")
 
 
@@ -34,14 +34,15 @@ def resolve_standardize(
     r"""The standardization ``"auto"`` stands for: the regression on the context for a
     conditional model (the field then learns only what the linear-Gaussian fit of
     :math:`x \mid c` misses); for an unconditional or a guided model (whose conditional and
-    unconditional fields share one space) the per-channel statistics of an image (a pixel
-    that hardly varies, a border, is not blown up to unit variance: ``bench/MEASUREMENTS.md``)
-    and the marginal ones of a vector. Other values are returned as they are."""
+    unconditional fields share one space) none for an image, whose pixels (in :math:`[0, 1]`,
+    a standard deviation of about 0.3) are smaller than the base's unit noise, which measured
+    far better than standardizing them, per pixel or per channel (``bench/MEASUREMENTS.md``),
+    and the marginal statistics for a vector. Other values are returned as they are."""
     if standardize != "auto":
         return standardize
     if context and not guided:
         return "regression"
-    return "channel" if image else "marginal"
+    return False if image else "marginal"
 
 
 def field_network(

@@ -184,9 +184,9 @@ class Diffusion(ContinuousTimeXform):
             each channel's mean and standard deviation over all its pixels), ``False``, or ``"auto"``
             (default): ``"regression"`` for a conditional model (a plain ``fit`` then gives
             a posterior estimator as good as an NSF's, ``bench/conditional.py``); for an
-            unconditional (or guided) one ``"channel"`` on images (better bits/dim on
-            Fashion-MNIST than per-pixel statistics, ``bench/MEASUREMENTS.md``) and
-            ``"marginal"`` on vectors.
+            unconditional (or guided) one none on images (pixels in :math:`[0, 1]` on their
+            own scale measured far better on Fashion-MNIST than standardized ones,
+            ``bench/MEASUREMENTS.md``) and ``"marginal"`` on vectors.
         gaussian_skip: predict the noise as :math:`\\sigma_s c_{in}(s)\\,u +
             \\varepsilon_\\theta(u, s, c)`, the exact prediction for standard Gaussian data
             plus a network that starts at zero (Karras et al.'s :math:`c_{skip}`): the
@@ -211,8 +211,8 @@ class Diffusion(ContinuousTimeXform):
             :class:`~pyro_xform.nn.TimeMLP`).
         guidance_dropout: probability of training on the null context (classifier-free
             guidance, :mod:`pyro_xform.families.guidance`); a guided model is standardized
-            by statistics that do not depend on the context (marginal, or per channel on
-            images), so its conditional and unconditional predictions share one space.
+            by statistics that do not depend on the context (marginal, or none on images),
+            so its conditional and unconditional predictions share one space.
         guidance: default guidance scale :math:`w` of the noise prediction
             :math:`\\varepsilon_\\varnothing + w(\\varepsilon_c - \\varepsilon_\\varnothing)` (1: the
             plain conditional model); ``model(c, guidance=w)`` and ``sample(..., guidance=w)``
