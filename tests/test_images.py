@@ -311,9 +311,11 @@ def test_channel_standardization_takes_each_channels_statistics_over_its_pixels(
     torch.testing.assert_close(model.standardizer.loc.reshape(2, 16)[:, 0], data.mean((0, 2, 3)))
     with pytest.raises(ValueError, match="images"):
         family(3, standardize="channel")
-    # The default: none for an unconditional or guided image model, per coordinate for a vector.
-    assert family((2, 4, 4), channels=8).standardize is False
-    assert family((2, 4, 4), 3, channels=8, guidance_dropout=0.1).standardize is False
+    # The default for an unconditional or guided image model: the raw pixels for flow matching,
+    # per channel for diffusion; per coordinate for a vector.
+    expected = False if family is px.FlowMatching else "channel"
+    assert family((2, 4, 4), channels=8).standardize == expected
+    assert family((2, 4, 4), 3, channels=8, guidance_dropout=0.1).standardize == expected
     assert family((2, 4, 4), 3, channels=8).standardize == "regression"
     assert family(3).standardize == "marginal"
 

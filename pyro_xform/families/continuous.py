@@ -23,13 +23,19 @@ from ..transforms import (
 __all__ = ["STANDARDIZATIONS", "ContinuousTimeXform", "field_network", "resolve_standardize"]
 
 #: How a continuous-time family standardizes its data (``standardize=True`` is ``"marginal"``;
-#: ``"auto"`` is ``"regression"`` for a conditional model, else none for images (the pixels
-#: on their own scale) and ``"marginal"`` for vectors).
+#: ``"auto"`` is ``"regression"`` for a conditional model, else the family's choice for
+#: images (flow matching: none, the pixels on their own scale; diffusion: ``"channel"``) and
+#: ``"marginal"`` for vectors).
 STANDARDIZATIONS = ("auto", "marginal", "regression", "channel")
 
 
 def resolve_standardize(
-    standardize: bool | str, context: int, *, guided: bool = False, image: bool = False
+    standardize: bool | str,
+    context: int,
+    *,
+    guided: bool = False,
+    image: bool = False,
+    for_images: bool | str = False,
 ) -> bool | str:
     r"""The standardization ``"auto"`` stands for: the regression on the context for a
     conditional model (the field then learns only what the linear-Gaussian fit of
@@ -37,12 +43,13 @@ def resolve_standardize(
     unconditional fields share one space) none for an image, whose pixels (in :math:`[0, 1]`,
     a standard deviation of about 0.3) are smaller than the base's unit noise, which measured
     far better than standardizing them, per pixel or per channel (``bench/MEASUREMENTS.md``),
-    and the marginal statistics for a vector. Other values are returned as they are."""
+    or what the family gives as ``for_images``; the marginal statistics for a vector. Other
+    values are returned as they are."""
     if standardize != "auto":
         return standardize
     if context and not guided:
         return "regression"
-    return False if image else "marginal"
+    return for_images if image else "marginal"
 
 
 def field_network(

@@ -184,9 +184,9 @@ class Diffusion(ContinuousTimeXform):
             each channel's mean and standard deviation over all its pixels), ``False``, or ``"auto"``
             (default): ``"regression"`` for a conditional model (a plain ``fit`` then gives
             a posterior estimator as good as an NSF's, ``bench/conditional.py``); for an
-            unconditional (or guided) one none on images (pixels in :math:`[0, 1]` on their
-            own scale measured far better on Fashion-MNIST than standardized ones,
-            ``bench/MEASUREMENTS.md``) and ``"marginal"`` on vectors.
+            unconditional (or guided) one ``"channel"`` on images (the raw pixels gave a
+            slightly better density but noise for many draws, per-pixel statistics a worse
+            density, ``bench/MEASUREMENTS.md``) and ``"marginal"`` on vectors.
         gaussian_skip: predict the noise as :math:`\\sigma_s c_{in}(s)\\,u +
             \\varepsilon_\\theta(u, s, c)`, the exact prediction for standard Gaussian data
             plus a network that starts at zero (Karras et al.'s :math:`c_{skip}`): the
@@ -211,7 +211,7 @@ class Diffusion(ContinuousTimeXform):
             :class:`~pyro_xform.nn.TimeMLP`).
         guidance_dropout: probability of training on the null context (classifier-free
             guidance, :mod:`pyro_xform.families.guidance`); a guided model is standardized
-            by statistics that do not depend on the context (marginal, or none on images),
+            by statistics that do not depend on the context (marginal, or per channel on images),
             so its conditional and unconditional predictions share one space.
         guidance: default guidance scale :math:`w` of the noise prediction
             :math:`\\varepsilon_\\varnothing + w(\\varepsilon_c - \\varepsilon_\\varnothing)` (1: the
@@ -279,7 +279,11 @@ class Diffusion(ContinuousTimeXform):
             raise ValueError(f"eps must lie in [0, 1) (and be > 0 for VP), got {eps}")
         check_guidance(context, guidance_dropout, guidance, standardize)
         image = len(event_shape_of(features)) == 3
-        standardize = resolve_standardize(standardize, context, guided=guidance_dropout > 0, image=image)
+        # On images the draws of a model of the raw pixels were noise at the bench's budget,
+        # though its density was good: per channel (bench/MEASUREMENTS.md).
+        standardize = resolve_standardize(
+            standardize, context, guided=guidance_dropout > 0, image=image, for_images="channel"
+        )
         null_token = guidance_dropout > 0
         if gaussian_skip is None:
             gaussian_skip = edm or standardize == "regression"
