@@ -18,7 +18,7 @@ from ..schedules import schedule as make_schedule
 from ..transforms import ODESettings
 from . import diffusion_sampling
 from .continuous import ContinuousTimeXform, field_network, resolve_standardize
-from .guidance import check_guidance, flagged, guided
+from .guidance import check_guidance, flagged, guided, with_guidance
 
 __all__ = ["SAMPLERS", "SDES", "TIME_SAMPLING", "Diffusion"]
 
@@ -325,11 +325,7 @@ class Diffusion(ContinuousTimeXform):
         return self.ode.field.noise(x, s, context)
 
     def _field(self, guidance: float | None = None) -> nn.Module:
-        if guidance is None:
-            return self.ode.field
-        if guidance != 1.0 and not self.guidance_dropout:
-            raise ValueError("guidance needs a model trained with guidance_dropout > 0")
-        return self.ode.field.with_guidance(guidance)
+        return with_guidance(self.ode.field, guidance, self.guidance_dropout)
 
     def draw_times(self, n: int, dtype: torch.dtype, device=None) -> Tensor:
         """Times of the DSM loss: uniform on :math:`[\\epsilon, 1]`, drawn with density

@@ -17,7 +17,7 @@ from ..schedules import Schedule
 from ..schedules import schedule as make_schedule
 from ..transforms import ODESettings
 from .continuous import ContinuousTimeXform, field_network, resolve_standardize
-from .guidance import check_guidance, flagged, guided
+from .guidance import check_guidance, flagged, guided, with_guidance
 
 __all__ = ["COUPLINGS", "PATHS", "TIME_SAMPLING", "FlowMatching", "gaussian_rate", "ot_pairing"]
 
@@ -67,6 +67,10 @@ class Velocity(nn.Module):
         super().__init__()
         self.net, self.context, self.null_token, self.guidance = net, context, null_token, guidance
         self.skip = skip
+
+    def with_guidance(self, guidance: float) -> Velocity:
+        """The same field (sharing the network) with guidance scale ``guidance``."""
+        return Velocity(self.net, self.context, self.null_token, guidance, self.skip)
 
     @property
     def has_divergence(self) -> bool:
@@ -260,12 +264,7 @@ class FlowMatching(ContinuousTimeXform):
         return self.ode.field.net
 
     def _field(self, guidance: float | None = None) -> nn.Module:
-        if guidance is None:
-            return self.ode.field
-        if guidance != 1.0 and not self.guidance_dropout:
-            raise ValueError("guidance needs a model trained with guidance_dropout > 0")
-        field = self.ode.field
-        return Velocity(self.network, self.context_features, field.null_token, guidance, field.skip)
+        return with_guidance(self.ode.field, guidance, self.guidance_dropout)
 
     def training_times(self, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
         """``n`` times for the loss: uniform on :math:`[0, 1)`, or with density :math:`2t`

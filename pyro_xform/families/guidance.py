@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["check_guidance", "flagged", "guided"]
+__all__ = ["check_guidance", "flagged", "guided", "with_guidance"]
 
 
 def check_guidance(context: int, dropout: float, guidance: float, standardize: bool | str = "auto") -> None:
@@ -63,3 +63,14 @@ def guided(net: Callable, x: Tensor, t: Tensor, context: Tensor, guidance: float
     if isinstance(cond, tuple):
         return tuple(n + guidance * (c - n) for c, n in zip(cond, null, strict=True))
     return null + guidance * (cond - null)
+
+
+def with_guidance(field, guidance: float | None, dropout: float):
+    """``field`` (a family's, with a ``with_guidance`` method) at guidance scale ``guidance``
+    (``None``: as it is), sharing its network; a scale other than 1 needs a model trained
+    with context dropout."""
+    if guidance is None:
+        return field
+    if guidance != 1.0 and not dropout:
+        raise ValueError("guidance needs a model trained with guidance_dropout > 0")
+    return field.with_guidance(guidance)
