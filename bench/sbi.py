@@ -1,28 +1,50 @@
-"""Amortized posterior estimation on the classic SBI tasks, and a flow guide on a funnel.
+"""Amortized inference on the sbibm tasks side by side with sbi, and a flow guide on a funnel.
 
     python bench/sbi.py [--simulations 10000] [--observations 5] [--samples 5000]
+        [--tasks two_moons slcp ...] [--estimators flow NPE ...]
 
-1. Two moons and Gaussian linear (10-D), written in Pyro (``pyro_xform.infer.simulators``):
-   each estimator (``flow`` = NPE with an NSF, ``flow_matching``, ``diffusion``) is trained
-   on ``--simulations`` pairs with its defaults (``pyro_xform.infer.ESTIMATORS``), then its
-   posterior is compared with the reference posterior (closed form for Gaussian linear,
-   quadrature for two moons) by C2ST at several observations. ``nle`` is the likelihood
-   estimator (an NSF of x given theta) in the task's Pyro model, sampled by NUTS (one chain,
-   500 warm-up steps, ``--nuts`` draws, C2ST against as many reference draws). Published
-   NPE figures at 10^4 simulations (Lueckmann et al., 2021, arXiv:2101.04653): two moons
-   0.606, Gaussian linear 0.552.
-2. A 5-D funnel (v ~ N(0, 3^2), x_i ~ N(0, e^v)): SVI with AutoNormal and with
+1. The tasks two moons, Gaussian linear (10-D), SLCP and Gaussian mixture, written in Pyro
+   (``pyro_xform.infer.simulators``, from sbibm's definitions). One set of simulations per
+   task (seed 0) trains every estimator: ours with their defaults
+   (``pyro_xform.infer.ESTIMATORS``: ``flow`` = NPE with an NSF, ``flow_matching``,
+   ``diffusion``) and sbi's counterparts with theirs (``NPE``, its default MAF; ``FMPE``;
+   ``NPSE``). Each posterior is compared with the reference posterior by C2ST (sbibm's
+   classifier: an MLP of two 10-d layers, 5 folds) at sbibm's first ``--observations``
+   observations, ``--samples`` draws against as many reference draws; the mean is printed
+   with the training time. Observations and reference draws are the files that sbibm's
+   wheel ships (``pip install --no-deps sbibm``: its pinned sbi is older than ours, its
+   files are all we read); without it, two moons and Gaussian linear fall back to our own
+   observations and exact references (quadrature, closed form) and the other tasks are
+   skipped. ``nle`` is our likelihood estimator (an NSF of x given theta) in the task's
+   Pyro model, sampled by NUTS (500 warm-up steps, ``--nuts`` draws). Published NPE figures
+   at 10^4 simulations (Lueckmann et al., 2021, arXiv:2101.04653) beside.
+2. Sequential rounds (``--only sequential``): truncated sequential NPE
+   (``pyro_xform.infer.train_rounds``, ``--rounds`` rounds sharing ``--simulations``), one
+   training per observation, against the amortized estimator of section 1.
+3. A 5-D funnel (v ~ N(0, 3^2), x_i ~ N(0, e^v)): SVI with AutoNormal and with
    AutoXformGuide (NSF), compared by PSIS k-hat (< 0.7: usable).
-3. Pyro's overhead per SVI step with an XformDistribution prior against the same flow as a
+4. Pyro's overhead per SVI step with an XformDistribution prior against the same flow as a
    hand-built torch ``TransformedDistribution`` (median over repeats).
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
+import contextlib
+import importlib.util
+import io
 import statistics
+import sys
 import time
+from pathlib import Path
 
+# Run as a script, this file's folder comes first on the path and this file would shadow the
+# sbi package it compares with.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -30,81 +52,220 @@ from pyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 from pyro_xform.infer import (
-    ESTIMATORS,
     AutoXformGuide,
     LikelihoodEstimator,
     PosteriorEstimator,
     psis_khat,
     simulate,
     simulators,
+    train_rounds,
 )
 from pyro_xform.metrics import c2st
 
-PUBLISHED = {"two_moons": 0.606, "gaussian_linear": 0.552}
+#: Published NPE C2ST at 10^4 simulations (Lueckmann et al., 2021).
+PUBLISHED = {"two_moons": 0.606, "gaussian_linear": 0.552, "slcp": 0.901, "gaussian_mixture": 0.661}
+
+#: The tasks' priors, for sbi and for the likelihood estimator's model (the simulators hold
+#: them too).
+PRIORS = {
+    "two_moons": lambda: dist.Uniform(-torch.ones(2), torch.ones(2)).to_event(1),
+    "gaussian_linear": lambda: dist.MultivariateNormal(torch.zeros(10), 0.1 * torch.eye(10)),
+    "slcp": lambda: dist.Uniform(-3 * torch.ones(5), 3 * torch.ones(5)).to_event(1),
+    "gaussian_mixture": lambda: dist.Uniform(-10 * torch.ones(2), 10 * torch.ones(2)).to_event(1),
+}
+
+#: Our estimator against sbi's counterpart.
+COUNTERPART = {"flow": "NPE", "flow_matching": "FMPE", "diffusion": "NPSE"}
 
 
-def reference(task: str, x: torch.Tensor, n: int) -> torch.Tensor:
+def sbibm_files(task: str) -> Path | None:
+    """The directory of a task's observation files in sbibm's installed wheel, or ``None``."""
+    spec = importlib.util.find_spec("sbibm")  # located, not imported: its own imports are old
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "tasks" / task / "files"
+    return path if path.is_dir() else None
+
+
+def _csv(path: Path) -> torch.Tensor:
+    opener = bz2.open if path.suffix == ".bz2" else open
+    with opener(path, "rt") as f:
+        return torch.from_numpy(np.loadtxt(f, delimiter=",", skiprows=1, ndmin=2)).float()
+
+
+def observations(task: str, count: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``(x_obs, reference draws)`` for sbibm's first ``count`` observations; without sbibm,
+    our own observations with ``None`` (the exact reference is drawn on demand)."""
+    files = sbibm_files(task)
+    if files is not None:
+        return [
+            (
+                _csv(files / f"num_observation_{i}" / "observation.csv")[0],
+                _csv(files / f"num_observation_{i}" / "reference_posterior_samples.csv.bz2"),
+            )
+            for i in range(1, count + 1)
+        ]
+    if task not in ("two_moons", "gaussian_linear"):
+        return []
+    _, xs = simulate(simulators.SIMULATORS[task][0], count, seed=1000)
+    return [(x, None) for x in xs]
+
+
+def reference(task: str, x: torch.Tensor, draws: torch.Tensor | None, n: int, seed: int) -> torch.Tensor:
+    if draws is not None:
+        g = torch.Generator().manual_seed(seed)
+        return draws[torch.randperm(len(draws), generator=g)[:n]]
     if task == "two_moons":
-        return simulators.two_moons_posterior(x, n)
+        return simulators.two_moons_posterior(x, n, seed=seed)
     return simulators.gaussian_linear_posterior(x).sample((n,))
 
 
-#: The tasks' priors, for the likelihood estimator's model (the simulators hold them too).
-PRIORS = {
-    "two_moons": lambda: dist.Uniform(-torch.ones(2), torch.ones(2)).to_event(1),
-    "gaussian_linear": lambda: dist.Normal(torch.zeros(10), 0.1**0.5).to_event(1),
-}
-
-
 def nle_posterior(task: str, nle: LikelihoodEstimator, x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """``n`` NUTS draws of the posterior with the learned likelihood in the task's model."""
+    """``n`` NUTS draws of the posterior with the learned likelihood in the task's model.
+
+    ``CHAINS`` independent chains run as one NUTS over their product (a plate of chains:
+    one vectorized likelihood call for all), each started at a draw of sampling-importance
+    resampling from the prior (10,000 candidates weighted by the learned likelihood), as
+    sbi starts its chains; the posterior's separate modes (SLCP has four) get chains of
+    their own."""
+    prior = PRIORS[task]()
 
     def model():
-        theta = pyro.sample("theta", PRIORS[task]())
-        pyro.sample("x", nle.likelihood(theta), obs=x)
+        with pyro.plate("chains", CHAINS):
+            theta = pyro.sample("theta", prior)
+            pyro.sample("x", nle.likelihood(theta), obs=x.expand(CHAINS, *x.shape))
 
     pyro.set_rng_seed(seed)
-    mcmc = MCMC(NUTS(model), num_samples=n, warmup_steps=500, disable_progbar=True)
+    with torch.no_grad():
+        candidates = prior.sample((10_000,))
+        logw = nle.likelihood(candidates).log_prob(x.expand(10_000, *x.shape))
+        start = candidates[torch.multinomial(torch.softmax(logw, 0), CHAINS, replacement=True)]
+    unconstrained = torch.distributions.biject_to(prior.support).inv(start)
+    per_chain = -(-n // CHAINS)
+    mcmc = MCMC(
+        NUTS(model),
+        num_samples=per_chain,
+        warmup_steps=500,
+        initial_params={"theta": unconstrained},
+        disable_progbar=True,
+    )
     mcmc.run()
-    return mcmc.get_samples()["theta"].detach()
+    return mcmc.get_samples()["theta"].detach().reshape(-1, start.shape[-1])[:n]
+
+
+#: Chains of the likelihood estimator's NUTS.
+CHAINS = 10
+
+
+def train_ours(task, estimator, theta, x, args):
+    """Train one of our estimators; returns (seconds, draw(x_obs, n, seed))."""
+    model = simulators.SIMULATORS[task][0]
+    if estimator == "nle":
+        nle = LikelihoodEstimator(model)
+        started = time.perf_counter()
+        nle.train(theta=theta, x=x, progress=False, seed=0)
+        return time.perf_counter() - started, lambda x_obs, n, seed: nle_posterior(task, nle, x_obs, n, seed)
+    pe = PosteriorEstimator(model, estimator)
+    started = time.perf_counter()
+    pe.train(theta=theta, x=x, progress=False, seed=0)
+    seconds = time.perf_counter() - started
+
+    @torch.no_grad()
+    def draw(x_obs, n, seed):
+        torch.manual_seed(seed)
+        return pe.posterior(x_obs).sample((n,))
+
+    return seconds, draw
+
+
+def train_sbi(task, name, theta, x):
+    """Train sbi's estimator ``name`` with its defaults; returns (seconds, draw)."""
+    import sbi.inference
+
+    torch.manual_seed(0)
+    inference = getattr(sbi.inference, name)(prior=PRIORS[task](), show_progress_bars=False)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # its "converged after n epochs"
+        inference.append_simulations(theta, x).train()
+    seconds = time.perf_counter() - started
+    posterior = inference.build_posterior()
+
+    @torch.no_grad()
+    def draw(x_obs, n, seed):
+        torch.manual_seed(seed)
+        return posterior.sample((n,), x=x_obs.unsqueeze(0), show_progress_bars=False).reshape(n, -1)
+
+    return seconds, draw
+
+
+def score(task, draw, cases, n) -> float:
+    scores = [
+        c2st(draw(x_obs, n, i), reference(task, x_obs, ref, n, i), seed=i)
+        for i, (x_obs, ref) in enumerate(cases)
+    ]
+    return statistics.mean(scores)
 
 
 def sbi(args) -> None:
-    tasks = {"two_moons": simulators.two_moons, "gaussian_linear": simulators.gaussian_linear}
+    has_sbi = importlib.util.find_spec("sbi") is not None
+    source = "sbibm's files" if sbibm_files("two_moons") is not None else "our own (sbibm not installed)"
     print(
-        f"\nC2ST at {args.simulations} simulations (mean over {args.observations} observations; 0.5 is best)"
+        f"\nC2ST at {args.simulations} simulations (mean over {args.observations} observations, "
+        f"{args.samples} draws; observations and references: {source}; 0.5 is best)"
     )
-    print(f"{'task':16s} {'estimator':14s} {'C2ST':>6s} {'published NPE':>14s} {'train s':>8s}")
-    for task, model in tasks.items():
-        if task not in args.tasks:
+    print(f"{'task':17s} {'estimator':14s} {'C2ST':>6s} {'train s':>8s}   published NPE 10^4")
+    for task in args.tasks:
+        cases = observations(task, args.observations)
+        if not cases:
+            print(f"{task:17s} skipped: its reference posteriors need sbibm's files")
             continue
-        _, observations = simulate(model, args.observations, seed=1000)
+        model = simulators.SIMULATORS[task][0]
+        theta, x = simulate(model, args.simulations, seed=0)
         for estimator in args.estimators:
-            if estimator == "nle":  # the learned likelihood under NUTS (its time beside)
-                nle = LikelihoodEstimator(model)
+            if estimator in COUNTERPART.values():
+                if not has_sbi:
+                    print(f"{task:17s} sbi {estimator:10s} skipped: pip install sbi")
+                    continue
+                seconds, draw = train_sbi(task, estimator, theta, x)
+                label = f"sbi {estimator}"
+            else:
+                seconds, draw = train_ours(task, estimator, theta, x, args)
+                label = estimator
+            n = args.nuts if estimator == "nle" else args.samples
+            mean = score(task, draw, cases, n)
+            print(f"{task:17s} {label:14s} {mean:6.3f} {seconds:8.0f}   {PUBLISHED[task]:.3f}", flush=True)
+
+
+def sequential(args) -> None:
+    """Truncated sequential NPE (``train_rounds``) against the amortized estimator at the
+    same total number of simulations, one training per observation."""
+    print(
+        f"\nSequential rounds ({args.rounds} x {args.simulations // args.rounds} simulations, "
+        f"truncated prior) against one amortized round of {args.simulations}: C2ST, mean over "
+        f"{args.observations} observations"
+    )
+    print(f"{'task':17s} {'estimator':22s} {'C2ST':>6s} {'train s':>8s}")
+    for task in args.tasks:
+        cases = observations(task, args.observations)
+        if not cases:
+            continue
+        model = simulators.SIMULATORS[task][0]
+        for estimator in ("flow",):
+            scores, seconds = [], 0.0
+            for i, (x_obs, ref) in enumerate(cases):
+                pe = PosteriorEstimator(model, estimator)
                 started = time.perf_counter()
-                nle.train(args.simulations, progress=False, seed=0)
-                seconds = time.perf_counter() - started
-                scores = [
-                    c2st(nle_posterior(task, nle, x, args.nuts, i), reference(task, x, args.nuts), seed=i)
-                    for i, x in enumerate(observations)
-                ]
-                mean = statistics.mean(scores)
-                print(f"{task:16s} {'nle (NUTS)':14s} {mean:6.3f} {PUBLISHED[task]:14.3f} {seconds:8.0f}")
-                continue
-            pe = PosteriorEstimator(model, estimator)
-            started = time.perf_counter()
-            pe.train(args.simulations, progress=False, seed=0)
-            seconds = time.perf_counter() - started
-            scores = []
-            for i, x in enumerate(observations):
+                train_rounds(
+                    pe, x_obs, rounds=args.rounds, num_simulations=args.simulations // args.rounds, seed=0
+                )
+                seconds += time.perf_counter() - started
                 with torch.no_grad():
-                    draws = pe.posterior(x).sample((args.samples,))
-                scores.append(c2st(draws, reference(task, x, args.samples), seed=i))
+                    torch.manual_seed(i)
+                    draws = pe.posterior(x_obs).sample((args.samples,))
+                scores.append(c2st(draws, reference(task, x_obs, ref, args.samples, i), seed=i))
+            label = f"{estimator} ({args.rounds} rounds)"
             mean = statistics.mean(scores)
-            print(
-                f"{task:16s} {estimator:14s} {mean:6.3f} {PUBLISHED[task]:14.3f} {seconds:8.0f}", flush=True
-            )
+            print(f"{task:17s} {label:22s} {mean:6.3f} {seconds / len(cases):8.0f}", flush=True)
 
 
 def funnel() -> None:
@@ -173,14 +334,19 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=10000)
     parser.add_argument("--observations", type=int, default=5)
     parser.add_argument("--samples", type=int, default=5000)
-    parser.add_argument("--estimators", nargs="+", default=[*ESTIMATORS, "nle"])
+    parser.add_argument(
+        "--estimators", nargs="+", default=[e for pair in COUNTERPART.items() for e in pair] + ["nle"]
+    )
     parser.add_argument("--nuts", type=int, default=2000, help="NUTS draws per observation for nle")
-    parser.add_argument("--tasks", nargs="+", default=list(PUBLISHED))
-    parser.add_argument("--only", choices=["sbi", "funnel", "overhead"])
+    parser.add_argument("--tasks", nargs="+", default=list(PUBLISHED), choices=list(PUBLISHED))
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of the sequential section")
+    parser.add_argument("--only", choices=["sbi", "sequential", "funnel", "overhead"])
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.only in (None, "sbi"):
         sbi(args)
+    if args.only in (None, "sequential"):
+        sequential(args)
     if args.only in (None, "funnel"):
         funnel()
     if args.only in (None, "overhead"):

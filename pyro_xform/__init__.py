@@ -15,6 +15,7 @@ from .families import (
     Autoencoder,
     Diffusion,
     DiscreteAutoregressive,
+    Embedded,
     FlowMatching,
     RealNVP,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "Diffusion",
     "DiscreteAutoregressive",
     "Distributed",
+    "Embedded",
     "FitResult",
     "FlowMatching",
     "GeneratedDistribution",

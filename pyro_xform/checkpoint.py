@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .core import Xform, spec_of
-from .families import FAMILIES
+from .families import FAMILIES, Embedded
 
 __all__ = ["atomic_save", "build", "load", "read", "save"]
 
@@ -58,12 +58,16 @@ def build(config: str | dict) -> Xform:
     if isinstance(config, str):
         config = json.loads(config)
     family = config["family"]
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; known: {sorted(FAMILIES)}")
+    if family not in _CLASSES:
+        raise ValueError(f"unknown family {family!r}; known: {sorted(_CLASSES)}")
     kwargs = {k: build(v) if _is_spec(v) else v for k, v in config["kwargs"].items()}
     for name, value in _BEFORE.get(family, {}).items():
         kwargs.setdefault(name, value)
-    return FAMILIES[family](**kwargs)
+    return _CLASSES[family](**kwargs)
+
+
+#: What a config may name: the families, and the wrapper that embeds a family's context.
+_CLASSES = {**FAMILIES, Embedded.__name__: Embedded}
 
 
 # Arguments added after files were written, whose default is not what those files were built

@@ -490,6 +490,12 @@ class Xform(nn.Module):
         """The device of the model's tensors (its base buffers follow ``.to()``)."""
         return self.base_loc.device
 
+    @property
+    def unwrapped(self) -> Xform:
+        """The family that does the work: the model itself, or the one a wrapper (such as
+        :class:`~pyro_xform.families.embedded.Embedded`) holds; objectives ask it."""
+        return self
+
     def base(self, batch_shape=()) -> torch.distributions.Distribution:
         """The standard normal base distribution with the given batch shape."""
         return normal(self, "base", batch_shape)

@@ -145,7 +145,7 @@ class _Regression(Objective):
 
     def compatible(self, model: Xform) -> bool:
         has_density = self.validation != "nll" or model.log_prob_kind is not None
-        return isinstance(model, self.family) and has_density
+        return isinstance(model.unwrapped, self.family) and has_density
 
     def validation_loss(self, model, batch, context):
         if self.validation == "nll":

@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # Amortized posterior estimation: three estimators on two moons
+# # Amortized posterior estimation: three estimators on two moons, and their calibration
 #
 # Simulation-based inference starts from a simulator we can run but whose likelihood we
 # cannot evaluate. Written as a Pyro model — a prior on $\theta$ and a simulator that samples
@@ -38,7 +38,18 @@ if "ipykernel" not in sys.modules:  # run as a script: no window, files only
 import matplotlib.pyplot as plt
 import torch
 
-from pyro_xform.infer import PosteriorEstimator, simulate, simulators, to_inference_data
+from pyro_xform.infer import (
+    PosteriorEstimator,
+    expected_coverage,
+    plot_coverage,
+    plot_sbc,
+    posterior_predictive,
+    sbc,
+    simulate,
+    simulators,
+    tarp,
+    to_inference_data,
+)
 from pyro_xform.metrics import c2st
 
 SMOKE = bool(os.environ.get("CI"))
@@ -73,9 +84,9 @@ reference = simulators.two_moons_posterior(x_obs, 200 if SMOKE else 5000)
 # (`standardize="regression"`) and the field starts as the exact one for Gaussian data
 # (`gaussian_skip=True`) — on two moons that fit is poor and the network does the work; on
 # a Gaussian posterior it is already the answer.
-posteriors, scores = {}, {}
+estimators, posteriors, scores = {}, {}, {}
 for name in ("flow", "flow_matching", "diffusion"):
-    estimator = PosteriorEstimator(simulators.two_moons, name)
+    estimator = estimators[name] = PosteriorEstimator(simulators.two_moons, name)
     estimator.train(theta=theta, x=x, progress=False, seed=0, **({"steps": 30} if SMOKE else {}))
     with torch.no_grad():
         posteriors[name] = estimator.posterior(x_obs).sample((len(reference),))
@@ -96,9 +107,54 @@ for ax, (name, draws) in zip(axes, [("exact", reference), *posteriors.items()], 
 fig.savefig("amortized_posteriors.png", dpi=70)
 
 # %% [markdown]
-# Amortization means a new observation costs one more call, no retraining. The draws go to
-# ArviZ like any other posterior.
+# ## 4. Can the posterior be trusted? Calibration over many observations
+# A C2ST needs the true posterior, which a real simulator never gives. What a Bayesian
+# workflow can always check is *calibration* over fresh simulations $(\theta_i, x_i)$ from
+# the model: averaged over the prior, the true $\theta_i$ must look like one more draw of
+# $q(\theta \mid x_i)$. Amortization makes this cheap: one batched posterior for all $x_i$.
+#
+# - **Simulation-based calibration** (`sbc`): the rank of each true coordinate among $L$
+#   posterior draws is uniform; a U shape means overconfident, a hump underconfident.
+# - **Expected coverage** (`expected_coverage`): the fraction of true parameters inside the
+#   $\alpha$ highest-density region must be $\alpha$ (it uses the exact density).
+# - **TARP** (`tarp`): the same for balls about random points, from draws alone; it is
+#   necessary and sufficient for calibration.
 
 # %%
-idata = to_inference_data({"theta": posteriors["flow"]})
-print(idata.posterior["theta"].shape)
+theta_test, x_test = simulate(simulators.two_moons, 100 if SMOKE else 1000, seed=1)
+draws = 20 if SMOKE else 100
+ranks = sbc(estimators["flow"], theta_test, x_test, num_draws=draws)
+print("SBC p-values per coordinate:", ranks.p_values.numpy().round(3))
+axes = plot_sbc(ranks)
+axes[0].figure.savefig("sbc_ranks.png", dpi=70)
+coverage = {
+    f"{name} HPD": expected_coverage(estimators[name], theta_test, x_test, num_draws=draws)
+    for name in ("flow", "flow_matching")
+}
+coverage["flow TARP"] = tarp(estimators["flow"], theta_test, x_test, num_draws=draws)
+for name, result in coverage.items():
+    print(f"{name:20s} largest coverage error {result.error:.3f}")
+ax = plot_coverage(coverage)
+ax.figure.savefig("expected_coverage.png", dpi=70, bbox_inches="tight")
+
+# %% [markdown]
+# ## 5. The posterior predictive check, against the simulator
+# Draws of $\theta$ from the posterior, run through the simulator again, should reproduce
+# the observation. `posterior_predictive` does exactly that with the estimator's own Pyro
+# model, and the draws go to ArviZ like any other posterior (`to_inference_data`; with
+# ArviZ's plotting, `az.plot_ppc(idata)`). Amortization means a new observation costs one
+# more call, no retraining.
+
+# %%
+predictive = posterior_predictive(estimators["flow"], x_obs, 200 if SMOKE else 2000, seed=0)
+idata = to_inference_data(
+    {"theta": predictive["theta"]},
+    observed_data={"x": x_obs},
+    posterior_predictive={"x": predictive["x"]},
+)
+print(idata.posterior["theta"].shape, idata.posterior_predictive["x"].shape)
+fig, ax = plt.subplots(figsize=(3, 3))
+ax.scatter(*predictive["x"].T, s=1, alpha=0.3, label="posterior predictive")
+ax.scatter(*x_obs, color="C3", marker="x", s=60, label="observation")
+ax.legend(fontsize=8)
+fig.savefig("posterior_predictive.png", dpi=70, bbox_inches="tight")

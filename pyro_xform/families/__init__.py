@@ -4,6 +4,7 @@ from .autoencoder import Autoencoder
 from .autoregressive import DiscreteAutoregressive
 from .continuous import ContinuousTimeXform
 from .diffusion import Diffusion
+from .embedded import Embedded
 from .flow_matching import FlowMatching
 from .flows import IAF, MAF, NSF, Flow, RealNVP
 from .gan import GAN
@@ -37,6 +38,7 @@ __all__ = [
     "ContinuousTimeXform",
     "Diffusion",
     "DiscreteAutoregressive",
+    "Embedded",
     "Flow",
     "FlowMatching",
     "RealNVP",

@@ -9,11 +9,13 @@ from typing import Any, NamedTuple
 import pyro
 import torch
 from pyro.infer import Predictive
-from torch import Tensor
+from torch import Tensor, nn
 
+from .. import checkpoint
 from ..core import Xform, XformDistribution
-from ..families import FAMILIES
+from ..families import FAMILIES, Embedded
 from ..fit import FitResult, fit
+from ..nn.embedding import EMBEDDINGS
 from ..objectives import ConditionalFlowMatching, DenoisingScoreMatching, Objective
 from ..transforms import Standardize
 from .truncation import ToBox, TruncatedPosterior, prior_bounds
@@ -119,6 +121,42 @@ def simulate(
 
 
 # --------------------------------------------------------------------------- estimator
+def _summary_size(embedding: str | nn.Module, d_x: int) -> int:
+    """The size of an embedding's summary: a named one's default, or a module's output on
+    a probe."""
+    if isinstance(embedding, str):
+        return _SUMMARY
+    with torch.no_grad():
+        return int(embedding(torch.zeros(2, d_x, dtype=next(embedding.parameters()).dtype)).shape[-1])
+
+
+#: The summary size of a named embedding.
+_SUMMARY = 32
+
+
+def observation_standardizer(x: Tensor, shape: torch.Size, embedding: str | nn.Module | None) -> Standardize:
+    """The standardization of flat observations ``x`` of shape ``shape``: per coordinate,
+    or shared where a named embedding shares its weights (per channel for ``"conv1d"`` and
+    ``"conv2d"``, channel-major; per coordinate over the elements of a ``"deepset"``'s
+    ``(n, d)``)."""
+    features = x.shape[1]
+    if embedding in ("conv1d", "conv2d"):
+        channels = shape[0] if len(shape) == (2 if embedding == "conv1d" else 3) else 1
+        standardizer = Standardize(features, channels).to(x)
+        standardizer.initialize(x)
+        return standardizer
+    standardizer = Standardize(features).to(x)
+    if embedding == "deepset":  # the statistics of each coordinate over all elements
+        n, d = shape
+        pooled = Standardize(features, d).to(x)
+        pooled.initialize(x.reshape(-1, n, d).transpose(1, 2).reshape(-1, features))
+        loc, scale = (v.reshape(d, n).T.reshape(-1) for v in (pooled.loc, pooled.scale))
+        standardizer.loc.copy_(loc), standardizer.scale.copy_(scale), standardizer.initialized.fill_(True)
+        return standardizer
+    standardizer.initialize(x)
+    return standardizer
+
+
 def _check_finite(x: Tensor, name: str) -> None:
     # Values on the meta device are unknown; there is nothing to check.
     if x.device.type != "meta" and not torch.isfinite(x).all():
@@ -174,6 +212,16 @@ class PosteriorEstimator:
         observed: the observation site name.
         truncate: truncate the posterior to the prior's support (above); ``False`` gives
             the family's distribution, whose draws may then leave the support.
+        embedding: a network summarizing the observation, trained with the family
+            (:class:`~pyro_xform.Embedded`): ``"mlp"``, ``"deepset"`` (a set of i.i.d.
+            observations, the observation site of shape ``(n, d)``), ``"conv1d"`` (a time
+            series, ``(T,)`` or ``(C, T)``), ``"conv2d"`` (an image, ``(C, H, W)``), any
+            ``nn.Module`` from the flat observation to a summary vector, or ``None`` (the
+            standardized observation itself conditions the family). The observation's shape
+            is the observation site's (from a run of the model) or that of a given ``x``
+            of more than two dimensions. With a named embedding, the standardization of the
+            observations is shared where the network shares its weights: per channel for
+            the convolutions, per coordinate over the set's elements for ``"deepset"``.
         device: where the estimator computes (default: where a new family is built).
         dtype: its floating-point dtype (default: the family's).
         **family_kwargs: constructor arguments of the named family.
@@ -206,6 +254,7 @@ class PosteriorEstimator:
         parameters: str | Sequence[str] = "theta",
         observed: str = "x",
         truncate: bool = True,
+        embedding: str | nn.Module | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         **family_kwargs,
@@ -219,6 +268,15 @@ class PosteriorEstimator:
         self.model, self.estimator = model, estimator
         self.parameters, self.observed = _names(parameters), observed
         self.truncate = truncate
+        if not (embedding is None or isinstance(embedding, nn.Module) or embedding in EMBEDDINGS):
+            raise ValueError(
+                f"unknown embedding {embedding!r}; choose from {sorted(EMBEDDINGS)} or pass an nn.Module"
+            )
+        if embedding is not None and isinstance(estimator, Xform):
+            raise ValueError("give a built model its embedding yourself (pyro_xform.Embedded)")
+        self.embedding = embedding
+        #: the observation's shape (set by training)
+        self.x_shape: torch.Size | None = None
         self.family_kwargs = family_kwargs
         self.family: Xform | None = estimator if isinstance(estimator, Xform) else None
         #: the standardization of the observations (a :class:`~pyro_xform.transforms.Standardize`)
@@ -276,7 +334,13 @@ class PosteriorEstimator:
         if self.family is None:
             spec = ESTIMATORS[self.estimator]
             kwargs = {**spec.family_defaults, **self.family_kwargs}
-            self.family = FAMILIES[spec.family](d_theta, d_x, **kwargs).to(self._device, self._dtype)
+            if self.embedding is None:
+                family = FAMILIES[spec.family](d_theta, d_x, **kwargs)
+            else:
+                summary = _summary_size(self.embedding, d_x)
+                inner = FAMILIES[spec.family](d_theta, summary, **kwargs)
+                family = Embedded(inner, self.embedding, tuple(self.x_shape))
+            self.family = family.to(self._device, self._dtype)
         if self.family.features != d_theta or self.family.context_features != d_x:
             raise ValueError(
                 f"the estimator has features={self.family.features}, context={self.family.context_features}; "
@@ -339,21 +403,25 @@ class PosteriorEstimator:
         :func:`pyro_xform.fit` (``steps``, ``batch_size``, ``lr``...),
         over the estimator's defaults (:data:`ESTIMATORS`); ``batch_size="full"`` takes
         every training simulation in each step (at most 10,000); ``objective`` replaces the
-        estimator's. A validation split keeps the best parameters and stops the run early:
-        by validation NLL for ``"flow"``, and for flow matching and diffusion by their exact
-        likelihood, which also anneals their learning rate (``schedule="plateau"``).
+        estimator's. The observations' standardization is set by the first training and
+        kept by later ones (which continue from the trained parameters). A validation
+        split keeps the best parameters and stops the run early: by validation NLL for
+        ``"flow"``, and for flow matching and diffusion by their exact likelihood, which
+        also anneals their learning rate (``schedule="plateau"``).
 
         Raises:
             ValueError: pairs with NaN or Inf values, mismatched rows, or (with
                 ``truncate=True``) parameters outside the prior's support.
         """
+        given = x
         theta, x = self.simulations(num_simulations, theta, x, seed)
+        self.x_shape = self._observation_shape(given, x.shape[1])
         family = self._build(theta.shape[1], x.shape[1])
         self.prior_support = self._support(theta.shape[1])
         theta, x = theta.to(self.device, self.dtype), x.to(self.device, self.dtype)
         self._check_support(theta)
-        self.x_standardizer = Standardize(x.shape[1]).to(self.device, self.dtype)
-        self.x_standardizer.initialize(x)
+        if self.x_standardizer is None:  # set by the first training, kept by later ones
+            self.x_standardizer = observation_standardizer(x, self.x_shape, self.embedding)
         objective = fit_kwargs.pop("objective", None)
         if not isinstance(self.estimator, Xform):
             spec = ESTIMATORS[self.estimator]
@@ -371,6 +439,18 @@ class PosteriorEstimator:
             seed=seed,
             **fit_kwargs,
         )
+
+    def _observation_shape(self, given: Tensor | None, d_x: int) -> torch.Size:
+        """The shape of one observation: a given ``x``'s beyond its rows where it has more
+        than two dimensions, else the observation site's in a run of the model where that
+        holds ``d_x`` numbers, else flat."""
+        if isinstance(given, Tensor) and given.dim() > 2:
+            return given.shape[1:]
+        with torch.no_grad():
+            site = pyro.poutine.trace(self.model).get_trace().nodes.get(self.observed)
+        if site is not None and site["value"].numel() == d_x:
+            return site["value"].shape
+        return torch.Size([d_x])
 
     def simulations(
         self, num_simulations: int | None, theta: Tensor | None, x: Tensor | None, seed: int | None
@@ -400,7 +480,76 @@ class PosteriorEstimator:
             )
         return theta, x
 
+    # -- files ---------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Save the trained estimator to ``path`` atomically: the family (as
+        :func:`pyro_xform.save`), the observations' standardization and shape, and the
+        prior's support; the simulator is code and stays with the user.
+
+        Examples:
+            >>> import os, tempfile
+            >>> from pyro_xform.infer.simulators import gaussian_linear
+            >>> npe = PosteriorEstimator(gaussian_linear, hidden=(8,), transforms=1)
+            >>> _ = npe.train(300, steps=5, progress=False, seed=0)
+            >>> path = os.path.join(tempfile.mkdtemp(), "npe.pt")
+            >>> npe.save(path)
+            >>> again = PosteriorEstimator.load(path, gaussian_linear)
+            >>> x, theta = torch.zeros(10), torch.zeros(3, 10)
+            >>> torch.equal(again.posterior(x).log_prob(theta), npe.posterior(x).log_prob(theta))
+            True
+        """
+        if self.family is None or self.x_standardizer is None:
+            raise RuntimeError("train the estimator first")
+        support = self.prior_support
+        checkpoint.atomic_save(
+            {
+                "format": checkpoint.FORMAT,
+                "config": checkpoint.config_of(self.family),
+                "state_dict": self.family.state_dict(),
+                "estimator": self.estimator if isinstance(self.estimator, str) else None,
+                "parameters": list(self.parameters),
+                "observed": self.observed,
+                "truncate": self.truncate,
+                "x_shape": list(self.x_shape),
+                "x_standardizer": self.x_standardizer.state_dict(),
+                "support": None if support is None else [support.lower, support.upper],
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path, model: Callable | None = None) -> PosteriorEstimator:
+        """An estimator saved by :meth:`save`, read with ``weights_only=True``, ready for
+        :meth:`posterior`; ``model`` is the simulator again (needed to train on, or for
+        :func:`~pyro_xform.infer.posterior_predictive`)."""
+        obj = checkpoint.read(path)
+        if "x_standardizer" not in obj:
+            raise ValueError(f"{path} holds a model, not an estimator: read it with pyro_xform.load")
+        family = checkpoint.load(path)
+        estimator = cls(
+            model,
+            family,
+            parameters=obj["parameters"],
+            observed=obj["observed"],
+            truncate=obj["truncate"],
+        )
+        estimator.estimator = obj["estimator"] or family
+        estimator.x_shape = torch.Size(obj["x_shape"])
+        standardizer = Standardize(family.context_features)
+        standardizer.load_state_dict(obj["x_standardizer"])
+        estimator.x_standardizer = standardizer.to(family.device, family.base_loc.dtype)
+        if obj["support"] is not None:
+            estimator.prior_support = ToBox(*obj["support"]).to(family.device, family.base_loc.dtype)
+        return estimator
+
     # -- inference -----------------------------------------------------------------------
+    def _flat(self, x_obs: Tensor) -> Tensor:
+        """Observations ``(..., *x_shape)`` as ``(..., d_x)``; flat ones as they are."""
+        k = len(self.x_shape)
+        if k > 1 and x_obs.dim() >= k and x_obs.shape[-k:] == self.x_shape:
+            return x_obs.reshape(*x_obs.shape[:-k], -1)
+        return x_obs
+
     def posterior(self, x_obs: Tensor, **settings) -> XformDistribution:
         """:math:`q(\\theta \\mid x_{obs})`; a batch of observations ``(..., d_x)`` gives a
         batch of posteriors, truncated to the prior's support where it is bounded (see the
@@ -410,5 +559,5 @@ class PosteriorEstimator:
             raise RuntimeError("train the estimator first")
         if not isinstance(x_obs, Tensor):
             raise ValueError(f"x_obs must be a torch.Tensor, got {type(x_obs).__name__}")
-        inner = self.family(self._standardized(x_obs.reshape(*x_obs.shape[:-1], -1)), **settings)
+        inner = self.family(self._standardized(self._flat(x_obs)), **settings)
         return inner if self.prior_support is None else TruncatedPosterior(inner, self.prior_support)

@@ -142,6 +142,32 @@ class LikelihoodEstimator:
         theta, x = self._estimator.simulations(num_simulations, theta, x, seed)
         return self._estimator.train(theta=x, x=theta, validation=validation, seed=seed, **fit_kwargs)
 
+    def save(self, path) -> None:
+        """Save the trained estimator to ``path`` atomically (as
+        :meth:`PosteriorEstimator.save`)."""
+        self._estimator.save(path)
+
+    @classmethod
+    def load(cls, path, model: Callable | None = None) -> LikelihoodEstimator:
+        """An estimator saved by :meth:`save`, ready for :meth:`likelihood`; ``model`` is
+        the simulator again.
+
+        Examples:
+            >>> import os, tempfile
+            >>> from pyro_xform.infer.simulators import gaussian_linear
+            >>> nle = LikelihoodEstimator(gaussian_linear, hidden=(8,), transforms=1)
+            >>> _ = nle.train(300, steps=5, progress=False, seed=0)
+            >>> path = os.path.join(tempfile.mkdtemp(), "nle.pt")
+            >>> nle.save(path)
+            >>> again = LikelihoodEstimator.load(path, gaussian_linear)
+            >>> theta, x = torch.zeros(10), torch.zeros(3, 10)
+            >>> torch.equal(again.likelihood(theta).log_prob(x), nle.likelihood(theta).log_prob(x))
+            True
+        """
+        estimator = cls.__new__(cls)
+        estimator._estimator = PosteriorEstimator.load(path, model)
+        return estimator
+
     def likelihood(self, theta: Tensor, **settings) -> XformDistribution:
         """:math:`q_\\phi(x \\mid \\theta)`, batch shape ``theta.shape[:-1]``, event shape
         ``(d_x,)``; ``theta`` is moved to the estimator's device and dtype; ``settings`` as

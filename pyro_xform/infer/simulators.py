@@ -22,6 +22,7 @@ __all__ = [
     "SIMULATORS",
     "gaussian_linear",
     "gaussian_linear_posterior",
+    "gaussian_mixture",
     "slcp",
     "two_moons",
     "two_moons_posterior",
@@ -110,6 +111,26 @@ def gaussian_linear_posterior(x: Tensor) -> dist.Distribution:
     return dist.Normal(x / 2, math.sqrt(0.05)).to_event(1)
 
 
+def gaussian_mixture(x: Tensor | None = None) -> Tensor:
+    """Gaussian mixture: :math:`\\theta \\sim U(-10, 10)^2`,
+
+    .. math:: x \\sim \\tfrac12 \\mathcal N(\\theta, I) + \\tfrac12 \\mathcal N(\\theta, 0.01 I),
+
+    a broad and a narrow component about one mean (the observation's density, a mixture,
+    so the model has no discrete site and NUTS can run on it).
+
+    Examples:
+        >>> import pyro
+        >>> pyro.poutine.trace(gaussian_mixture).get_trace().nodes["x"]["value"].shape
+        torch.Size([2])
+    """
+    theta = pyro.sample("theta", dist.Uniform(-10 * torch.ones(2), 10 * torch.ones(2)).to_event(1))
+    scales = torch.tensor([1.0, 0.1]).unsqueeze(-1)
+    components = dist.Normal(theta.unsqueeze(-2), scales).to_event(1)
+    mixture = dist.MixtureSameFamily(dist.Categorical(torch.full((2,), 0.5)), components)
+    return pyro.sample("x", mixture, obs=x)
+
+
 def slcp(x: Tensor | None = None) -> Tensor:
     """Simple likelihood, complex posterior: :math:`\\theta \\sim U(-3, 3)^5`, four i.i.d.
     2-D Gaussian draws with mean :math:`(\\theta_1, \\theta_2)`, scales :math:`\\theta_3^2,
@@ -132,4 +153,5 @@ SIMULATORS = {
     "two_moons": (two_moons, "theta", "x"),
     "gaussian_linear": (gaussian_linear, "theta", "x"),
     "slcp": (slcp, "theta", "x"),
+    "gaussian_mixture": (gaussian_mixture, "theta", "x"),
 }

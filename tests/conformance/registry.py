@@ -144,6 +144,8 @@ REGISTRY = [
     exact("Diffusion-edm-cond", lambda: shaken(px.Diffusion(D, C, sde="edm", **ODE)), True),
     exact("FlowMatching-cond-regression-skip", lambda: px.FlowMatching(D, C, **REGRESSION_SKIP, **ODE), True),
     exact("Diffusion-ve-cond-regression-skip", lambda: px.Diffusion(D, C, sde="ve", **REGRESSION_SKIP, **ODE), True),
+    exact("NSF-cond-embedded-deepset", lambda: px.Embedded(px.NSF(D, 4, transforms=2, **SPLINE), "deepset", (1, C)), True, numpyro=False),
+    exact("MAF-cond-embedded-mlp", lambda: px.Embedded(px.MAF(D, 4, transforms=2, **H), "mlp", C), True, numpyro=False),
 
     # Latent-variable and implicit families: their density is an estimate, exact by the chain
     # rule, or absent.

@@ -1,0 +1,362 @@
+"""Calibration of amortized posteriors, the checks a Bayesian workflow runs before it trusts
+one: simulation-based calibration (rank statistics), the expected coverage of
+highest-density regions and of random balls (TARP), and the posterior predictive check
+against the simulator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import Predictive
+from torch import Tensor
+
+__all__ = [
+    "SBC",
+    "Coverage",
+    "expected_coverage",
+    "plot_coverage",
+    "plot_sbc",
+    "posterior_predictive",
+    "sbc",
+    "tarp",
+]
+
+#: The credibility levels at which coverage is reported.
+_LEVELS = torch.linspace(0.0, 1.0, 21)
+
+
+class SBC(NamedTuple):
+    """Ranks of simulation-based calibration.
+
+    Attributes:
+        ranks: ``(N, d)``, how many of ``num_draws`` posterior draws fall below the true
+            parameter, per coordinate; uniform on :math:`\\{0, \\dots, L\\}` when the
+            posterior is calibrated.
+        num_draws: :math:`L`, the posterior draws per simulation.
+        p_values: ``(d,)``, a :math:`\\chi^2` test of the ranks' uniformity per coordinate
+            (over :math:`\\min(20, L + 1)` equal bins).
+    """
+
+    ranks: Tensor
+    num_draws: int
+    p_values: Tensor
+
+
+class Coverage(NamedTuple):
+    """Expected coverage of credible regions.
+
+    Attributes:
+        levels: ``(K,)`` credibility levels :math:`\\alpha`.
+        coverage: ``(K,)`` the fraction of true parameters inside the :math:`\\alpha`
+            region; :math:`\\alpha` itself when calibrated, above it for an
+            underconfident posterior, below for an overconfident one.
+        error: the largest :math:`|\\mathrm{coverage} - \\alpha|`.
+    """
+
+    levels: Tensor
+    coverage: Tensor
+    error: float
+
+
+def _check_pairs(theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    if not (isinstance(theta, Tensor) and isinstance(x, Tensor)):
+        raise ValueError("theta and x must be torch.Tensors")
+    if theta.dim() != 2 or x.dim() < 2 or len(theta) != len(x):
+        raise ValueError(
+            f"theta must be (N, d) and x (N, ...) with the same N, got {tuple(theta.shape)}, {tuple(x.shape)}"
+        )
+    if len(theta) == 0:
+        raise ValueError("there are no simulations to check")
+    if not (torch.isfinite(theta).all() and torch.isfinite(x).all()):
+        raise ValueError("theta and x must be finite")
+    return theta, x
+
+
+def _check_draws(num_draws: Any) -> int:
+    if not (isinstance(num_draws, int) and num_draws >= 1):
+        raise ValueError(f"num_draws must be a positive int, got {num_draws!r}")
+    return num_draws
+
+
+def _distribution(posterior: Any, x: Tensor) -> torch.distributions.Distribution:
+    """The posterior of a batch of observations: an estimator's ``posterior(x)`` or a
+    callable's ``posterior(x)``."""
+    build = posterior.posterior if hasattr(posterior, "posterior") else posterior
+    if not callable(build):
+        raise ValueError(
+            f"posterior must be an estimator with .posterior(x) or a callable x -> distribution, "
+            f"got {type(posterior).__name__}"
+        )
+    return build(x)
+
+
+@torch.no_grad()
+def _draws(posterior: Any, x: Tensor, num_draws: int, chunk: int) -> Tensor:
+    """``(L, N, d)`` posterior draws for every observation, in chunks of ``chunk``
+    observations (a batched posterior each)."""
+    draws = []
+    for start in range(0, len(x), chunk):
+        block = x[start : start + chunk]
+        draws.append(_distribution(posterior, block).sample((num_draws,)).reshape(num_draws, len(block), -1))
+    return torch.cat(draws, 1)
+
+
+def sbc(posterior: Any, theta: Tensor, x: Tensor, *, num_draws: int = 100, chunk: int = 256) -> SBC:
+    """Simulation-based calibration: for pairs :math:`(\\theta_i, x_i)` drawn from the
+    model's joint (e.g. by :func:`~pyro_xform.infer.simulate`), the rank of each true
+    coordinate among :math:`L` draws of :math:`q(\\theta \\mid x_i)`,
+
+    .. math:: r_{ij} = \\#\\{\\ell : \\theta^{(\\ell)}_{j} < \\theta_{ij}\\},
+        \\qquad \\theta^{(\\ell)} \\sim q(\\theta \\mid x_i),
+
+    is uniform on :math:`\\{0, \\dots, L\\}` for every coordinate when :math:`q` is the
+    posterior (averaged over the joint). A U-shaped histogram means an overconfident
+    posterior, a hump an underconfident one, a slope a bias.
+
+    Args:
+        posterior: a :class:`~pyro_xform.infer.PosteriorEstimator` (anything with
+            ``.posterior(x)``) or a callable ``x -> distribution`` over a batch of ``x``.
+        theta: ``(N, d)`` true parameters, not used in training.
+        x: ``(N, ...)`` their simulations.
+        num_draws: :math:`L`.
+        chunk: observations per batched posterior.
+
+    Examples:
+        >>> import pyro.distributions as dist
+        >>> theta = torch.randn(200, 1)
+        >>> x = theta + torch.randn(200, 1)
+        >>> exact = lambda x: dist.Normal(x / 2, 0.5**0.5).to_event(1)
+        >>> result = sbc(exact, theta, x, num_draws=50)
+        >>> result.ranks.shape, bool(result.p_values.min() > 1e-3)
+        (torch.Size([200, 1]), True)
+
+    References:
+        Validating Bayesian inference algorithms with simulation-based calibration (Talts
+        et al., 2018, arXiv:1804.06788).
+    """
+    theta, x = _check_pairs(theta, x)
+    num_draws = _check_draws(num_draws)
+    draws = _draws(posterior, x, num_draws, chunk)
+    ranks = (draws < theta.to(draws).unsqueeze(0)).sum(0)
+    return SBC(ranks, num_draws, _uniformity(ranks, num_draws))
+
+
+def _uniformity(ranks: Tensor, num_draws: int) -> Tensor:
+    """Per-coordinate :math:`\\chi^2` p-values of the ranks' uniformity."""
+    from scipy.stats import chisquare
+
+    bins = min(20, num_draws + 1)
+    # Equal bins of the L + 1 rank values (the last bin may hold one value fewer).
+    binned = (ranks.cpu().double() * bins / (num_draws + 1)).floor().long().clamp(max=bins - 1)
+    counts = torch.stack([torch.bincount(column, minlength=bins) for column in binned.T]).numpy()
+    edges = np.floor(np.arange(bins + 1) * (num_draws + 1) / bins)
+    expected = np.diff(edges) / (num_draws + 1) * len(ranks)
+    return torch.tensor([chisquare(c, expected).pvalue for c in counts])
+
+
+def _coverage(inside_at: Tensor) -> Coverage:
+    """Coverage from each simulation's smallest credibility level whose region holds the
+    truth (a fraction of the posterior's draws)."""
+    levels = _LEVELS.to(inside_at.dtype)
+    coverage = (inside_at.unsqueeze(-1) <= levels.to(inside_at.device)).double().mean(0).cpu()
+    return Coverage(levels, coverage.to(levels.dtype), float((coverage - levels.double()).abs().max()))
+
+
+@torch.no_grad()
+def expected_coverage(
+    posterior: Any, theta: Tensor, x: Tensor, *, num_draws: int = 100, chunk: int = 256
+) -> Coverage:
+    """Expected coverage of the posterior's highest-density regions: the truth
+    :math:`\\theta_i` lies in the :math:`\\alpha` region when fewer than a fraction
+    :math:`\\alpha` of the posterior's draws have a higher density,
+
+    .. math:: \\mathrm{ECP}(\\alpha) = \\frac1N \\sum_i \\mathbb 1\\Big[\\tfrac1L
+        \\#\\{\\ell : q(\\theta^{(\\ell)} \\mid x_i) > q(\\theta_i \\mid x_i)\\} \\le \\alpha\\Big],
+
+    which equals :math:`\\alpha` for a calibrated posterior. It needs the posterior's
+    density (``log_prob``), which every exact family has.
+
+    Args:
+        posterior, theta, x, num_draws, chunk: as in :func:`sbc`.
+
+    Examples:
+        >>> import pyro.distributions as dist
+        >>> theta = torch.randn(500, 2)
+        >>> x = theta + torch.randn(500, 2)
+        >>> overconfident = lambda x: dist.Normal(x / 2, 0.2).to_event(1)
+        >>> expected_coverage(overconfident, theta, x).error > 0.2
+        True
+
+    References:
+        Benchmarking simulation-based inference (Lueckmann et al., 2021,
+        arXiv:2101.04653). A trust crisis in simulation-based inference? Your posterior
+        approximations can be unfaithful (Hermans et al., 2022, arXiv:2110.06581).
+    """
+    theta, x = _check_pairs(theta, x)
+    num_draws = _check_draws(num_draws)
+    inside_at = []
+    for start in range(0, len(x), chunk):
+        q = _distribution(posterior, x[start : start + chunk])
+        draws = q.sample((num_draws,))
+        truth = theta[start : start + chunk].to(draws).reshape(draws.shape[1:])
+        inside_at.append((q.log_prob(draws) > q.log_prob(truth).unsqueeze(0)).double().mean(0))
+    return _coverage(torch.cat(inside_at))
+
+
+@torch.no_grad()
+def tarp(
+    posterior: Any,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    num_draws: int = 100,
+    chunk: int = 256,
+    seed: int | None = None,
+) -> Coverage:
+    """Tests of accuracy with random points (TARP): coverage of balls about random
+    reference points :math:`r_i`, drawn uniformly over the box of the true parameters
+    (after scaling each coordinate to it); the truth lies in the :math:`\\alpha` ball when
+    fewer than a fraction :math:`\\alpha` of the posterior's draws are closer to
+    :math:`r_i` than it,
+
+    .. math:: \\mathrm{ECP}(\\alpha) = \\frac1N \\sum_i \\mathbb 1\\Big[\\tfrac1L
+        \\#\\{\\ell : \\lVert\\theta^{(\\ell)} - r_i\\rVert < \\lVert\\theta_i - r_i\\rVert\\}
+        \\le \\alpha\\Big].
+
+    Unlike :func:`expected_coverage` it needs only draws, so it also checks posteriors
+    without a density; a calibrated posterior gives :math:`\\mathrm{ECP}(\\alpha) =
+    \\alpha`, and the test is necessary and sufficient for calibration.
+
+    Args:
+        posterior, theta, x, num_draws, chunk: as in :func:`sbc`.
+        seed: seeds a generator of its own for the reference points (default: the global
+            generator). The points must be independent of the true parameters: a
+            generator seeded as the one that drew them repeats their stream.
+
+    Examples:
+        >>> import pyro.distributions as dist
+        >>> theta = torch.randn(500, 2)
+        >>> x = theta + torch.randn(500, 2)
+        >>> exact = lambda x: dist.Normal(x / 2, 0.5**0.5).to_event(1)
+        >>> tarp(exact, theta, x).error < 0.1
+        True
+
+    References:
+        Sampling-based accuracy testing of posterior estimators for general inference
+        (Lemos, Coogan, Hezaveh, Perreault-Levasseur, 2023, arXiv:2302.03026).
+    """
+    theta, x = _check_pairs(theta, x)
+    num_draws = _check_draws(num_draws)
+    draws = _draws(posterior, x, num_draws, chunk)
+    truth = theta.to(draws)
+    low, high = truth.min(0).values, truth.max(0).values
+    scale = (high - low).clamp_min(torch.finfo(truth.dtype).tiny)
+    generator = None if seed is None else torch.Generator(device=truth.device).manual_seed(seed)
+    references = torch.rand(truth.shape, generator=generator, device=truth.device, dtype=truth.dtype)
+    to_reference = ((draws - low) / scale - references).norm(dim=-1)
+    truth_to_reference = ((truth - low) / scale - references).norm(dim=-1)
+    return _coverage((to_reference < truth_to_reference).double().mean(0))
+
+
+# --------------------------------------------------------------------------- predictive
+def _sites(model: Callable, names: Sequence[str], model_kwargs: dict) -> dict[str, torch.Size]:
+    trace = pyro.poutine.trace(model).get_trace(**model_kwargs)
+    missing = [n for n in names if n not in trace.nodes]
+    if missing:
+        raise ValueError(f"the model has no sites {missing}")
+    return {n: trace.nodes[n]["value"].shape for n in names}
+
+
+@torch.no_grad()
+def posterior_predictive(
+    estimator: Any, x_obs: Tensor, num_samples: int = 1000, *, seed: int | None = None, **model_kwargs
+) -> dict[str, Tensor]:
+    """Posterior predictive draws: :math:`\\theta \\sim q(\\theta \\mid x_{obs})`, then the
+    estimator's simulator (its Pyro model) run with those parameters, so that the
+    simulations can be set beside the observation (``to_inference_data(draws,
+    observed_data=..., posterior_predictive=...)`` and ArviZ's ``plot_ppc``).
+
+    Args:
+        estimator: a trained :class:`~pyro_xform.infer.PosteriorEstimator` (its ``model``,
+            ``parameters``, ``observed`` and ``posterior``).
+        x_obs: one observation.
+        num_samples: posterior draws, one simulation each.
+        seed: seeds Pyro's generators first.
+        **model_kwargs: the model's arguments.
+
+    Returns:
+        ``{"theta": (num_samples, d), observed: (num_samples, *x_obs.shape)}``.
+
+    Examples:
+        >>> from pyro_xform.infer import PosteriorEstimator
+        >>> from pyro_xform.infer.simulators import gaussian_linear
+        >>> npe = PosteriorEstimator(gaussian_linear, hidden=(8,), transforms=1)
+        >>> _ = npe.train(200, steps=5, progress=False, seed=0)
+        >>> draws = posterior_predictive(npe, torch.zeros(10), 50, seed=0)
+        >>> draws["theta"].shape, draws["x"].shape
+        (torch.Size([50, 10]), torch.Size([50, 10]))
+    """
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    if not (isinstance(num_samples, int) and num_samples >= 1):
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    theta = estimator.posterior(x_obs).sample((num_samples,)).reshape(num_samples, -1)
+    shapes = _sites(estimator.model, estimator.parameters, model_kwargs)
+    values, start = {}, 0
+    for name, shape in shapes.items():
+        size = shape.numel()
+        values[name] = theta[:, start : start + size].reshape(num_samples, *shape).cpu()
+        start += size
+    predictive = Predictive(estimator.model, posterior_samples=values, return_sites=[estimator.observed])
+    simulated = predictive(**model_kwargs)[estimator.observed]
+    return {"theta": theta, estimator.observed: simulated.reshape(num_samples, *x_obs.shape)}
+
+
+# --------------------------------------------------------------------------- plots
+def plot_sbc(result: SBC, *, bins: int | None = None, band: float = 0.99, axes=None):
+    """Rank histograms of :func:`sbc`, one panel per coordinate, with the band a uniform
+    histogram stays in with probability ``band`` (per bin, binomial).
+
+    Returns:
+        the matplotlib axes.
+    """
+    import matplotlib.pyplot as plt
+    from scipy.stats import binom
+
+    ranks, d = result.ranks.cpu().numpy(), result.ranks.shape[1]
+    bins = bins or min(20, result.num_draws + 1)
+    if axes is None:
+        _, axes = plt.subplots(1, d, figsize=(2.5 * d, 2.2), squeeze=False)
+        axes = axes[0]
+    n, p = len(ranks), 1.0 / bins
+    low, high = binom.ppf((1 - band) / 2, n, p), binom.ppf(1 - (1 - band) / 2, n, p)
+    for j, ax in enumerate(axes):
+        ax.axhspan(low, high, color="0.85")
+        ax.hist(ranks[:, j], bins=bins, range=(0, result.num_draws + 1), color="C0")
+        ax.set_title(f"θ{j + 1} (p = {float(result.p_values[j]):.2f})", fontsize=9)
+        ax.set_yticks([])
+    return axes
+
+
+def plot_coverage(results: dict[str, Coverage], *, ax=None):
+    """Expected coverage against credibility level, one line per named result; the
+    diagonal is calibration (above: underconfident, below: overconfident).
+
+    Returns:
+        the matplotlib axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3, 3))
+    ax.plot([0, 1], [0, 1], color="0.5", lw=1, ls="--")
+    for name, result in results.items():
+        ax.plot(result.levels.numpy(), result.coverage.numpy(), label=f"{name} ({result.error:.2f})")
+    ax.set_xlabel("credibility level")
+    ax.set_ylabel("expected coverage")
+    ax.legend(fontsize=8)
+    return ax

@@ -1,0 +1,65 @@
+"""Sequential rounds focused on one observation (truncated sequential NPE)."""
+
+import functools
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_xform.infer import PosteriorEstimator, simulate_at, simulators, train_rounds, truncated_prior
+
+GL2 = functools.partial(simulators.gaussian_linear, dim=2)
+GL2_PRIOR = dist.Normal(torch.zeros(2), 0.1**0.5).to_event(1)
+
+
+def _two_sites():
+    a = pyro.sample("a", dist.Normal(0.0, 1.0))
+    b = pyro.sample("b", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    return pyro.sample("x", dist.Normal(torch.cat([a.unsqueeze(-1), b], -1), 0.01).to_event(1))
+
+
+def test_simulate_at_runs_the_model_at_the_given_parameters():
+    theta = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.0, 5.0]])
+    x = simulate_at(_two_sites, theta, parameters=["a", "b"])
+    assert x.shape == (2, 3) and (x - theta).abs().max() < 0.1
+    with pytest.raises(ValueError, match="hold 3 numbers"):
+        simulate_at(_two_sites, theta[:, :2], parameters=["a", "b"])
+    with pytest.raises(ValueError, match="no sites"):
+        simulate_at(_two_sites, theta, parameters=["c"])
+
+
+@pytest.fixture(scope="module")
+def trained():
+    npe = PosteriorEstimator(GL2, "flow", hidden=(16,), transforms=2)
+    npe.train(2000, steps=200, progress=False, seed=0)
+    return npe
+
+
+def test_truncated_prior_draws_lie_in_the_posteriors_region(trained):
+    torch.manual_seed(0)
+    x_obs = torch.tensor([0.3, -0.2])
+    # A wide epsilon, so that the region cuts the prior (scale 0.32) where it has mass.
+    draws = truncated_prior(trained, x_obs, 500, epsilon=0.2)
+    assert draws.shape == (500, 2)
+    posterior = trained.posterior(x_obs)
+    own = posterior.log_prob(posterior.sample((20_000,)))
+    prior = GL2_PRIOR.sample((2000,))
+    assert (posterior.log_prob(draws) >= torch.quantile(own, 0.19)).all()
+    assert (posterior.log_prob(prior) < torch.quantile(own, 0.21)).double().mean() > 0.3
+    assert float(draws.std(0).max()) < 0.25
+    assert (draws.mean(0) - x_obs / 2).abs().max() < 0.1
+    with pytest.raises(RuntimeError, match="too narrow"):
+        truncated_prior(trained, x_obs, 10_000, epsilon=0.5, batch=100, max_draws=100)
+
+
+def test_rounds_add_simulations_near_the_observation():
+    npe = PosteriorEstimator(GL2, "flow", hidden=(8,), transforms=1)
+    results = train_rounds(
+        npe, torch.zeros(2), rounds=2, num_simulations=300, steps=5, progress=False, seed=0
+    )
+    assert len(results) == 2 and all(r.steps >= 5 for r in results)
+    with pytest.raises(ValueError, match="rounds"):
+        train_rounds(npe, torch.zeros(2), rounds=0)
+    with pytest.raises(ValueError, match="epsilon"):
+        train_rounds(npe, torch.zeros(2), epsilon=1.5)
