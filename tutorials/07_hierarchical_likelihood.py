@@ -57,8 +57,11 @@ torch.set_num_threads(2)
 
 
 # %%
+BOX = dist.Uniform(torch.tensor([-3.0, -2.0]), torch.tensor([3.0, 0.5])).to_event(1)
+
+
 def simulator():
-    theta = pyro.sample("theta", dist.Uniform(torch.tensor([-3.0, -2.0]), torch.tensor([3.0, 0.5])).to_event(1))
+    theta = pyro.sample("theta", BOX)
     mu, log_s = theta[..., 0], theta[..., 1]
     return pyro.sample("x", dist.Gumbel(mu.unsqueeze(-1), log_s.exp().unsqueeze(-1)).to_event(1))
 
@@ -115,9 +118,7 @@ for name, likelihood in (("learned", nle.likelihood), ("true", None)):
 fig, axes = plt.subplots(1, 2, figsize=(8, 3))
 for name, draws in runs.items():
     axes[0].hist(draws["mu_pop"].numpy(), bins=30, alpha=0.5, density=True, label=name)
-    axes[1].errorbar(
-        range(J), draws["mu"].mean(0), yerr=draws["mu"].std(0), fmt="o", alpha=0.7, label=name
-    )
+    axes[1].errorbar(range(J), draws["mu"].mean(0), yerr=draws["mu"].std(0), fmt="o", alpha=0.7, label=name)
 axes[1].scatter(range(J), truth["mu"][0], color="k", marker="x", label="truth", zorder=3)
 axes[0].set_title("population mean", fontsize=9)
 axes[1].set_title("subject means", fontsize=9)

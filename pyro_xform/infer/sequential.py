@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..fit import FitResult
 from .amortized import PosteriorEstimator, simulate
+from .truncation import TruncatedPosterior
 
 __all__ = ["simulate_at", "train_rounds", "truncated_prior"]
 
@@ -81,7 +82,11 @@ def truncated_prior(
         RuntimeError: fewer than ``n`` accepted within ``max_draws`` prior draws.
     """
     posterior = estimator.posterior(x_obs)
-    own = posterior.log_prob(posterior.sample((max(10_000, int(10 / epsilon)),)))
+    draws = posterior.sample((max(10_000, int(10 / epsilon)),))
+    # A truncated posterior's density is the family's less a constant, and every prior draw
+    # lies in its support: the family's density draws the same region.
+    posterior = posterior.inner if isinstance(posterior, TruncatedPosterior) else posterior
+    own = posterior.log_prob(draws)
     threshold = torch.quantile(own.double(), epsilon).to(own.dtype)
     kept, total, drawn = [], 0, 0
     while total < n:
