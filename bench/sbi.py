@@ -15,7 +15,9 @@
    wheel ships (``pip install --no-deps sbibm``: its pinned sbi is older than ours, its
    files are all we read); without it, two moons and Gaussian linear fall back to our own
    observations and exact references (quadrature, closed form) and the other tasks are
-   skipped. ``nle`` is our likelihood estimator (an NSF of x given theta) in the task's
+   skipped. ``flow+deepset`` (any estimator ``+`` an embedding name) trains the estimator
+   with that embedding network of the observation, on tasks whose observation is a set
+   (SLCP: four 2-D draws). ``nle`` is our likelihood estimator (an NSF of x given theta) in the task's
    Pyro model, sampled by NUTS (500 warm-up steps, ``--nuts`` draws). Published NPE figures
    at 10^4 simulations (Lueckmann et al., 2021, arXiv:2101.04653) beside.
 2. Sequential rounds (``--only sequential``): truncated sequential NPE
@@ -32,8 +34,10 @@ from __future__ import annotations
 import argparse
 import bz2
 import contextlib
+import functools
 import importlib.util
 import io
+import math
 import statistics
 import sys
 import time
@@ -63,7 +67,52 @@ from pyro_xform.infer import (
 from pyro_xform.metrics import c2st
 
 #: Published NPE C2ST at 10^4 simulations (Lueckmann et al., 2021).
-PUBLISHED = {"two_moons": 0.606, "gaussian_linear": 0.552, "slcp": 0.901, "gaussian_mixture": 0.661}
+PUBLISHED = {
+    "two_moons": 0.606,
+    "gaussian_linear": 0.552,
+    "slcp": 0.901,
+    "gaussian_mixture": 0.661,
+    "bernoulli_glm": 0.678,
+    "sir": 0.680,
+}
+
+
+def _glm_prior() -> dist.MultivariateNormal:
+    """Bernoulli GLM's prior (sbibm's): the offset N(0, 2), the 9-tap filter smooth (a
+    precision penalizing its second differences)."""
+    m = 9
+    d = torch.eye(m) - torch.diag(torch.ones(m - 1), -1)
+    f = d @ d + torch.diag(torch.arange(m) / m) ** 0.5
+    precision = torch.zeros(m + 1, m + 1)
+    precision[0, 0] = 0.5
+    precision[1:, 1:] = f.T @ f
+    return dist.MultivariateNormal(torch.zeros(m + 1), precision_matrix=precision)
+
+
+@functools.cache
+def _glm_files() -> tuple[torch.Tensor, torch.Tensor]:
+    files = sbibm_files("bernoulli_glm")
+    if files is None:
+        raise SystemExit("the Bernoulli GLM task reads sbibm's design matrix: pip install --no-deps sbibm")
+    load = functools.partial(torch.load, weights_only=True)
+    return load(files / "design_matrix.pt"), load(files / "stimulus_I.pt")
+
+
+def bernoulli_glm(x: torch.Tensor | None = None) -> torch.Tensor:
+    """Bernoulli GLM (sbibm's): a spike train of 100 bins, spiking with probability
+    sigmoid(design @ theta), summarized by its spike count and its spike-triggered average
+    of the stimulus (9 lags). The design matrix and stimulus are sbibm's files."""
+    design, stimulus = _glm_files()
+    theta = pyro.sample("theta", _glm_prior())
+    spikes = pyro.sample("spikes", dist.Bernoulli(logits=theta @ design.T).to_event(1))
+    flat = spikes.reshape(-1, 1, spikes.shape[-1])
+    sta = torch.nn.functional.conv1d(flat, stimulus.reshape(1, 1, -1), padding=8)[:, 0, -9:]
+    summary = torch.cat([spikes.sum(-1, keepdim=True), sta.reshape(*spikes.shape[:-1], 9)], -1)
+    return pyro.deterministic("x", summary, event_dim=1)
+
+
+#: The tasks: (model, parameter site, observation site).
+TASKS = {**simulators.SIMULATORS, "bernoulli_glm": (bernoulli_glm, "theta", "x")}
 
 #: The tasks' priors, for sbi and for the likelihood estimator's model (the simulators hold
 #: them too).
@@ -72,7 +121,15 @@ PRIORS = {
     "gaussian_linear": lambda: dist.MultivariateNormal(torch.zeros(10), 0.1 * torch.eye(10)),
     "slcp": lambda: dist.Uniform(-3 * torch.ones(5), 3 * torch.ones(5)).to_event(1),
     "gaussian_mixture": lambda: dist.Uniform(-10 * torch.ones(2), 10 * torch.ones(2)).to_event(1),
+    "bernoulli_glm": _glm_prior,
+    "sir": lambda: dist.LogNormal(
+        torch.tensor([math.log(0.4), math.log(0.125)]), torch.tensor([0.5, 0.2])
+    ).to_event(1),
 }
+
+#: The observations that are sets of i.i.d. draws, as (elements, size): for an estimator
+#: named with an embedding, e.g. ``flow+deepset``.
+SETS = {"slcp": (4, 2)}
 
 #: Our estimator against sbi's counterpart.
 COUNTERPART = {"flow": "NPE", "flow_matching": "FMPE", "diffusion": "NPSE"}
@@ -107,7 +164,7 @@ def observations(task: str, count: int) -> list[tuple[torch.Tensor, torch.Tensor
         ]
     if task not in ("two_moons", "gaussian_linear"):
         return []
-    _, xs = simulate(simulators.SIMULATORS[task][0], count, seed=1000)
+    _, xs = simulate(TASKS[task][0], count, seed=1000)
     return [(x, None) for x in xs]
 
 
@@ -159,13 +216,18 @@ CHAINS = 10
 
 def train_ours(task, estimator, theta, x, args):
     """Train one of our estimators; returns (seconds, draw(x_obs, n, seed))."""
-    model = simulators.SIMULATORS[task][0]
+    model = TASKS[task][0]
     if estimator == "nle":
         nle = LikelihoodEstimator(model)
         started = time.perf_counter()
         nle.train(theta=theta, x=x, progress=False, seed=0)
         return time.perf_counter() - started, lambda x_obs, n, seed: nle_posterior(task, nle, x_obs, n, seed)
-    pe = PosteriorEstimator(model, estimator)
+    name, _, embedding = estimator.partition("+")
+    if embedding:  # the observation as the set (or series) it is, for the embedding network
+        if task not in SETS:
+            raise SystemExit(f"{estimator}: {task}'s observation is not a set ({sorted(SETS)} are)")
+        x = x.reshape(len(x), *SETS[task])
+    pe = PosteriorEstimator(model, name, embedding=embedding or None)
     started = time.perf_counter()
     pe.train(theta=theta, x=x, progress=False, seed=0)
     seconds = time.perf_counter() - started
@@ -219,7 +281,7 @@ def sbi(args) -> None:
         if not cases:
             print(f"{task:17s} skipped: its reference posteriors need sbibm's files")
             continue
-        model = simulators.SIMULATORS[task][0]
+        model = TASKS[task][0]
         theta, x = simulate(model, args.simulations, seed=0)
         for estimator in args.estimators:
             if estimator in COUNTERPART.values():
@@ -237,8 +299,8 @@ def sbi(args) -> None:
 
 
 def sequential(args) -> None:
-    """Truncated sequential NPE (``train_rounds``) against the amortized estimator at the
-    same total number of simulations, one training per observation."""
+    """Truncated sequential NPE (``train_rounds``), one training per observation, at the
+    total number of simulations of section 1's amortized rows (compare with those)."""
     print(
         f"\nSequential rounds ({args.rounds} x {args.simulations // args.rounds} simulations, "
         f"truncated prior) against one amortized round of {args.simulations}: C2ST, mean over "
@@ -249,7 +311,7 @@ def sequential(args) -> None:
         cases = observations(task, args.observations)
         if not cases:
             continue
-        model = simulators.SIMULATORS[task][0]
+        model = TASKS[task][0]
         for estimator in ("flow",):
             scores, seconds = [], 0.0
             for i, (x_obs, ref) in enumerate(cases):

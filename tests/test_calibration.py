@@ -46,6 +46,20 @@ def test_sbc_accepts_the_exact_posterior_and_rejects_a_narrow_one():
     assert extreme > 0.2
 
 
+def test_sbc_keeps_its_level_on_many_simulations():
+    # The chi-square's expected counts must be those of its own bins, or a calibrated
+    # posterior fails once N is large (here L + 1 = 51 ranks do not split into 20 equal bins).
+    torch.manual_seed(1)
+    theta, x = _pairs(n=20_000, d=1, seed=1)
+    assert sbc(_posterior(EXACT), theta, x, num_draws=50).p_values.min() > 1e-3
+
+
+def test_calibration_refuses_a_posterior_of_another_size():
+    theta, x = _pairs(10)
+    with pytest.raises(ValueError, match="numbers each"):
+        sbc(_posterior(EXACT), theta[:, :1], x)
+
+
 @pytest.mark.parametrize("check", [expected_coverage, tarp])
 def test_coverage_is_the_diagonal_for_the_exact_posterior(check):
     torch.manual_seed(0)

@@ -44,8 +44,10 @@ def test_the_set_embedding_ignores_the_order_of_the_elements():
 def test_embedded_refuses_what_it_cannot_condition():
     with pytest.raises(ValueError, match="conditional family"):
         px.Embedded(px.NSF(2, hidden=(8,)), "mlp", 3)
-    with pytest.raises(ValueError, match="exact families"):
+    with pytest.raises(ValueError, match="exact density and a bijection"):
         px.Embedded(px.GAN(2, 3, latent=2, hidden=(8,)), "mlp", 3)
+    with pytest.raises(ValueError, match="exact density and a bijection"):
+        px.Embedded(px.DiscreteAutoregressive(2, 3, hidden=(8,)), "mlp", 3)
     with pytest.raises(ValueError, match="maps"):
         px.Embedded(px.NSF(2, 4, hidden=(8,)), torch.nn.Linear(3, 5), 3)
     model = px.Embedded(px.NSF(2, 4, hidden=(8,)), "mlp", (2, 3))
@@ -75,6 +77,9 @@ def test_continuous_families_take_an_embedding(family):
     px.fit(model, torch.randn(200, 2), context=context, steps=3, progress=False, seed=0)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.embedding.parameters(), strict=True))
     assert model(context[:4]).log_prob(torch.randn(4, 2)).shape == (4,)
+    # Draws by the family's own sampler, given the raw context.
+    settings = {"sampler": "heun", "steps": 3} if family is px.Diffusion else {}
+    assert model.sample((5,), context[:4], **settings).shape == (5, 4, 2)
 
 
 def _iid(x=None, n=8):

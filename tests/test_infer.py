@@ -303,7 +303,7 @@ def test_estimator_defaults_apply_and_yield_to_the_user(monkeypatch):
     pe = PosteriorEstimator(simulators.gaussian_linear, "flow", hidden=(8, 8))
     pe.train(100, steps=2, progress=False, seed=0)
     # "full" batches: every training simulation (100 less the 10 held out) in each step.
-    assert seen["batch_size"] == 90 and seen["lr"] == 5e-4 and seen["steps"] == 2
+    assert seen["batch_size"] == 90 and seen["lr"] == 2e-3 and seen["steps"] == 2
     assert isinstance(pe.family.transform[-1], Standardize) and bool(pe.family.transform[-1].initialized)
     residuals = [m for m in pe.family.modules() if isinstance(m, Residual)]
     assert residuals and all(m.body[1].in_features == 8 for m in residuals)

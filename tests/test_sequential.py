@@ -55,11 +55,23 @@ def test_truncated_prior_draws_lie_in_the_posteriors_region(trained):
 
 def test_rounds_add_simulations_near_the_observation():
     npe = PosteriorEstimator(GL2, "flow", hidden=(8,), transforms=1)
-    results = train_rounds(
-        npe, torch.zeros(2), rounds=2, num_simulations=300, steps=5, progress=False, seed=0
-    )
-    assert len(results) == 2 and all(r.steps >= 5 for r in results)
+    seen, train = [], npe.train
+
+    def recording(**kwargs):  # the simulations each round trains on
+        seen.append(kwargs["theta"].clone())
+        return train(**kwargs)
+
+    npe.train = recording
+    x_obs = torch.tensor([0.5, 0.5])
+    settings = dict(rounds=2, num_simulations=300, epsilon=0.2, steps=100, progress=False, seed=0)
+    results = train_rounds(npe, x_obs, **settings)
+    assert len(results) == 2 and [len(t) for t in seen] == [300, 600]
+    # The second round adds its simulations from the truncated prior: nearer the posterior
+    # of x_obs (about x_obs / 2) than the prior's draws of the first.
+    first, added = seen[1][:300], seen[1][300:]
+    assert torch.equal(first, seen[0])
+    assert (added - x_obs / 2).norm(dim=-1).mean() < 0.8 * (first - x_obs / 2).norm(dim=-1).mean()
     with pytest.raises(ValueError, match="rounds"):
-        train_rounds(npe, torch.zeros(2), rounds=0)
+        train_rounds(npe, x_obs, rounds=0)
     with pytest.raises(ValueError, match="epsilon"):
-        train_rounds(npe, torch.zeros(2), epsilon=1.5)
+        train_rounds(npe, x_obs, epsilon=1.5)

@@ -28,8 +28,8 @@ class Embedded(Xform):
     named embedding) is the family's.
 
     Args:
-        family: a conditional exact family (a flow, flow matching, diffusion, the discrete
-            autoregressive model).
+        family: a conditional family with an exact density and a bijection (a flow, flow
+            matching, diffusion).
         embedding: ``"mlp"``, ``"deepset"``, ``"conv1d"``, ``"conv2d"``
             (:data:`pyro_xform.nn.embedding.EMBEDDINGS`, built with ``family.context`` outputs)
             or any ``nn.Module`` mapping ``(..., prod(shape))`` to
@@ -55,10 +55,10 @@ class Embedded(Xform):
         family = as_xform(family, name="family")
         if family is None or family.context_features == 0:
             raise ValueError("an embedding needs a conditional family (built with context=k)")
-        if family.log_prob_kind != "exact":
+        if family.log_prob_kind != "exact" or not isinstance(getattr(family, "transform", None), Bijector):
             raise ValueError(
-                f"an embedding conditions the exact families; {type(family).__name__} has "
-                f"log_prob_kind={family.log_prob_kind!r}"
+                "an embedding conditions the families with an exact density and a bijection "
+                f"(flows, flow matching, diffusion), not {type(family).__name__}"
             )
         shape = event_shape_of(shape)
         super().__init__(tuple(family.event_shape), context=shape.numel())
@@ -100,8 +100,10 @@ class Embedded(Xform):
 
     def forward(self, context: Tensor | None = None, **settings) -> XformDistribution:
         context = self.check_context(context)
-        with torch.no_grad():  # the family's distribution for these settings, for its parts
-            inner = self.family(self.embedding(context), **settings)
+        # The family's distribution for these settings, for its parts (base, bijector): a
+        # summary of the right shape, not the embedding's, is all that takes.
+        placeholder = context.new_zeros(*context.shape[:-1], self.family.context_features)
+        inner = self.family(placeholder, **settings)
         return XformDistribution(
             inner.base_dist,
             _EmbeddedBijector(inner.bijector, self.embedding),
@@ -109,6 +111,15 @@ class Embedded(Xform):
             log_prob_kind=inner.log_prob_kind,
             event_shape=inner.data_shape,
         )
+
+    @torch.no_grad()
+    def sample(self, sample_shape=(), context: Tensor | None = None, **settings) -> Tensor:
+        """Draws given the raw context, by the family's own sampler (e.g. a diffusion's
+        ``sampler=``; ``settings`` as the family's ``sample`` takes them)."""
+        own = getattr(self.family, "sample", None)
+        if own is None:
+            return self(context).sample(sample_shape)
+        return own(sample_shape, self.embed(context), **settings)
 
     def check_data(self, data: Tensor, *, name: str = "data") -> None:
         self.family.check_data(data, name=name)

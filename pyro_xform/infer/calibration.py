@@ -5,15 +5,14 @@ against the simulator."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-import numpy as np
 import pyro
 import torch
-from pyro.infer import Predictive
 from torch import Tensor
 
+from ..core import is_count
+from .sequential import simulate_at
 from .truncation import TruncatedPosterior
 
 __all__ = [
@@ -28,7 +27,7 @@ __all__ = [
 ]
 
 #: The credibility levels at which coverage is reported.
-_LEVELS = torch.linspace(0.0, 1.0, 21)
+_LEVELS = torch.linspace(0.0, 1.0, 21, dtype=torch.float64)
 
 
 class SBC(NamedTuple):
@@ -78,10 +77,18 @@ def _check_pairs(theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     return theta, x
 
 
-def _check_draws(num_draws: Any) -> int:
-    if not (isinstance(num_draws, int) and num_draws >= 1):
-        raise ValueError(f"num_draws must be a positive int, got {num_draws!r}")
+def _check_counts(num_draws: Any, chunk: Any) -> int:
+    for name, value in (("num_draws", num_draws), ("chunk", chunk)):
+        if not is_count(value):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     return num_draws
+
+
+def _check_width(draws: Tensor, theta: Tensor) -> None:
+    if draws.shape[-1] != theta.shape[-1]:
+        raise ValueError(
+            f"the posterior draws have {draws.shape[-1]} numbers each; theta has {theta.shape[-1]}"
+        )
 
 
 def _distribution(posterior: Any, x: Tensor) -> torch.distributions.Distribution:
@@ -141,8 +148,9 @@ def sbc(posterior: Any, theta: Tensor, x: Tensor, *, num_draws: int = 100, chunk
         et al., 2018, arXiv:1804.06788).
     """
     theta, x = _check_pairs(theta, x)
-    num_draws = _check_draws(num_draws)
+    num_draws = _check_counts(num_draws, chunk)
     draws = _draws(posterior, x, num_draws, chunk)
+    _check_width(draws, theta)
     ranks = (draws < theta.to(draws).unsqueeze(0)).sum(0)
     return SBC(ranks, num_draws, _uniformity(ranks, num_draws))
 
@@ -152,20 +160,28 @@ def _uniformity(ranks: Tensor, num_draws: int) -> Tensor:
     from scipy.stats import chisquare
 
     bins = min(20, num_draws + 1)
-    # Equal bins of the L + 1 rank values (the last bin may hold one value fewer).
-    binned = (ranks.cpu().double() * bins / (num_draws + 1)).floor().long().clamp(max=bins - 1)
-    counts = torch.stack([torch.bincount(column, minlength=bins) for column in binned.T]).numpy()
-    edges = np.floor(np.arange(bins + 1) * (num_draws + 1) / bins)
-    expected = np.diff(edges) / (num_draws + 1) * len(ranks)
-    return torch.tensor([chisquare(c, expected).pvalue for c in counts])
+    counts = torch.stack(
+        [torch.bincount(_bin(column, num_draws, bins), minlength=bins) for column in ranks.T]
+    )
+    # A bin's expected count is its share of the L + 1 equally likely rank values, binned alike.
+    share = torch.bincount(_bin(torch.arange(num_draws + 1), num_draws, bins), minlength=bins)
+    expected = share.double().numpy() / (num_draws + 1) * len(ranks)
+    return torch.tensor([chisquare(c, expected).pvalue for c in counts.numpy()])
 
 
-def _coverage(inside_at: Tensor) -> Coverage:
-    """Coverage from each simulation's smallest credibility level whose region holds the
-    truth (a fraction of the posterior's draws)."""
-    levels = _LEVELS.to(inside_at.dtype)
-    coverage = (inside_at.unsqueeze(-1) <= levels.to(inside_at.device)).double().mean(0).cpu()
-    return Coverage(levels, coverage.to(levels.dtype), float((coverage - levels.double()).abs().max()))
+def _bin(ranks: Tensor, num_draws: int, bins: int) -> Tensor:
+    r"""The bin of each rank in :math:`\{0, \dots, L\}`, of ``bins`` near-equal bins."""
+    return (ranks.cpu().long() * bins // (num_draws + 1)).clamp(max=bins - 1)
+
+
+def _coverage(closer: Tensor, num_draws: int) -> Coverage:
+    """Coverage from each simulation's count of posterior draws ranked before the truth: the
+    truth is inside the :math:`\alpha` region when that count is at most
+    :math:`\\lfloor \alpha L \rfloor` (integers compared, so no level is lost to rounding;
+    the resolution is :math:`1 / L`)."""
+    allowed = torch.floor(_LEVELS * num_draws + 1e-9)
+    coverage = (closer.cpu().double().unsqueeze(-1) <= allowed).double().mean(0)
+    return Coverage(_LEVELS, coverage, float((coverage - _LEVELS).abs().max()))
 
 
 @torch.no_grad()
@@ -199,7 +215,7 @@ def expected_coverage(
         approximations can be unfaithful (Hermans et al., 2022, arXiv:2110.06581).
     """
     theta, x = _check_pairs(theta, x)
-    num_draws = _check_draws(num_draws)
+    num_draws = _check_counts(num_draws, chunk)
     inside_at = []
     for start in range(0, len(x), chunk):
         q = _distribution(posterior, x[start : start + chunk])
@@ -209,8 +225,9 @@ def expected_coverage(
         # (and every value here lies in the support): the family's ranks them alike, without
         # estimating that constant from thousands of draws per observation.
         density = q.inner if isinstance(q, TruncatedPosterior) else q
-        inside_at.append((density.log_prob(draws) > density.log_prob(truth).unsqueeze(0)).double().mean(0))
-    return _coverage(torch.cat(inside_at))
+        _check_width(draws, truth)
+        inside_at.append((density.log_prob(draws) > density.log_prob(truth).unsqueeze(0)).sum(0))
+    return _coverage(torch.cat(inside_at), num_draws)
 
 
 @torch.no_grad()
@@ -234,8 +251,9 @@ def tarp(
         \\le \\alpha\\Big].
 
     Unlike :func:`expected_coverage` it needs only draws, so it also checks posteriors
-    without a density; a calibrated posterior gives :math:`\\mathrm{ECP}(\\alpha) =
-    \\alpha`, and the test is necessary and sufficient for calibration.
+    without a density. A calibrated posterior gives :math:`\\mathrm{ECP}(\\alpha) =
+    \\alpha`; over all distributions of reference points that is also sufficient for
+    calibration, while one distribution (this one) makes it a necessary check.
 
     Args:
         posterior, theta, x, num_draws, chunk: as in :func:`sbc`.
@@ -256,8 +274,9 @@ def tarp(
         (Lemos, Coogan, Hezaveh, Perreault-Levasseur, 2023, arXiv:2302.03026).
     """
     theta, x = _check_pairs(theta, x)
-    num_draws = _check_draws(num_draws)
+    num_draws = _check_counts(num_draws, chunk)
     draws = _draws(posterior, x, num_draws, chunk)
+    _check_width(draws, theta)
     truth = theta.to(draws)
     low, high = truth.min(0).values, truth.max(0).values
     scale = (high - low).clamp_min(torch.finfo(truth.dtype).tiny)
@@ -265,24 +284,17 @@ def tarp(
     references = torch.rand(truth.shape, generator=generator, device=truth.device, dtype=truth.dtype)
     to_reference = ((draws - low) / scale - references).norm(dim=-1)
     truth_to_reference = ((truth - low) / scale - references).norm(dim=-1)
-    return _coverage((to_reference < truth_to_reference).double().mean(0))
+    return _coverage((to_reference < truth_to_reference).sum(0), num_draws)
 
 
 # --------------------------------------------------------------------------- predictive
-def _sites(model: Callable, names: Sequence[str], model_kwargs: dict) -> dict[str, torch.Size]:
-    trace = pyro.poutine.trace(model).get_trace(**model_kwargs)
-    missing = [n for n in names if n not in trace.nodes]
-    if missing:
-        raise ValueError(f"the model has no sites {missing}")
-    return {n: trace.nodes[n]["value"].shape for n in names}
-
-
 @torch.no_grad()
 def posterior_predictive(
     estimator: Any, x_obs: Tensor, num_samples: int = 1000, *, seed: int | None = None, **model_kwargs
 ) -> dict[str, Tensor]:
     """Posterior predictive draws: :math:`\\theta \\sim q(\\theta \\mid x_{obs})`, then the
-    estimator's simulator (its Pyro model) run with those parameters, so that the
+    estimator's simulator (its Pyro model) run with those parameters
+    (:func:`~pyro_xform.infer.simulate_at`, on the CPU), so that the
     simulations can be set beside the observation (``to_inference_data(draws,
     observed_data=..., posterior_predictive=...)`` and ArviZ's ``plot_ppc``).
 
@@ -306,43 +318,51 @@ def posterior_predictive(
         >>> draws["theta"].shape, draws["x"].shape
         (torch.Size([50, 10]), torch.Size([50, 10]))
     """
+    if not is_count(num_samples):
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    if not isinstance(x_obs, Tensor) or x_obs.numel() != estimator.x_shape.numel():
+        shape = tuple(x_obs.shape) if isinstance(x_obs, Tensor) else type(x_obs).__name__
+        raise ValueError(f"x_obs must be one observation of {estimator.x_shape.numel()} numbers, got {shape}")
     if seed is not None:
         pyro.set_rng_seed(seed)
-    if not (isinstance(num_samples, int) and num_samples >= 1):
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    theta = estimator.posterior(x_obs).sample((num_samples,)).reshape(num_samples, -1)
-    shapes = _sites(estimator.model, estimator.parameters, model_kwargs)
-    values, start = {}, 0
-    for name, shape in shapes.items():
-        size = shape.numel()
-        values[name] = theta[:, start : start + size].reshape(num_samples, *shape).cpu()
-        start += size
-    predictive = Predictive(estimator.model, posterior_samples=values, return_sites=[estimator.observed])
-    simulated = predictive(**model_kwargs)[estimator.observed]
+    theta = estimator.posterior(x_obs).sample((num_samples,)).reshape(num_samples, -1).cpu()
+    simulated = simulate_at(
+        estimator.model, theta, parameters=estimator.parameters, observed=estimator.observed, **model_kwargs
+    )
     return {"theta": theta, estimator.observed: simulated.reshape(num_samples, *x_obs.shape)}
 
 
 # --------------------------------------------------------------------------- plots
-def plot_sbc(result: SBC, *, bins: int | None = None, band: float = 0.99, axes=None):
-    """Rank histograms of :func:`sbc`, one panel per coordinate, with the band a uniform
-    histogram stays in with probability ``band`` (per bin, binomial).
+def plot_sbc(result: SBC, *, band: float = 0.99, axes=None):
+    """Rank histograms of :func:`sbc`, one panel per coordinate, in the bins its test uses,
+    with the band each bin of a uniform histogram stays in with probability ``band``
+    (binomial).
 
     Returns:
         the matplotlib axes.
+
+    Examples:
+        >>> import pyro.distributions as dist
+        >>> theta = torch.randn(100, 2)
+        >>> exact = lambda x: dist.Normal(x / 2, 0.5**0.5).to_event(1)
+        >>> len(plot_sbc(sbc(exact, theta, theta + torch.randn(100, 2), num_draws=20)))
+        2
     """
     import matplotlib.pyplot as plt
     from scipy.stats import binom
 
-    ranks, d = result.ranks.cpu().numpy(), result.ranks.shape[1]
-    bins = bins or min(20, result.num_draws + 1)
+    draws, (n, d) = result.num_draws, result.ranks.shape
+    bins = min(20, draws + 1)
     if axes is None:
         _, axes = plt.subplots(1, d, figsize=(2.5 * d, 2.2), squeeze=False)
         axes = axes[0]
-    n, p = len(ranks), 1.0 / bins
+    share = torch.bincount(_bin(torch.arange(draws + 1), draws, bins), minlength=bins).double().numpy()
+    p = share / (draws + 1)
     low, high = binom.ppf((1 - band) / 2, n, p), binom.ppf(1 - (1 - band) / 2, n, p)
     for j, ax in enumerate(axes):
-        ax.axhspan(low, high, color="0.85")
-        ax.hist(ranks[:, j], bins=bins, range=(0, result.num_draws + 1), color="C0")
+        counts = torch.bincount(_bin(result.ranks[:, j], draws, bins), minlength=bins).numpy()
+        ax.bar(range(bins), high - low, bottom=low, width=1.0, color="0.85")
+        ax.bar(range(bins), counts, width=0.8, color="C0")
         ax.set_title(f"θ{j + 1} (p = {float(result.p_values[j]):.2f})", fontsize=9)
         ax.set_yticks([])
     return axes
@@ -354,6 +374,14 @@ def plot_coverage(results: dict[str, Coverage], *, ax=None):
 
     Returns:
         the matplotlib axes.
+
+    Examples:
+        >>> import pyro.distributions as dist
+        >>> theta = torch.randn(100, 2)
+        >>> exact = lambda x: dist.Normal(x / 2, 0.5**0.5).to_event(1)
+        >>> ax = plot_coverage({"exact": tarp(exact, theta, theta + torch.randn(100, 2))})
+        >>> len(ax.lines)
+        2
     """
     import matplotlib.pyplot as plt
 

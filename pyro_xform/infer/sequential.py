@@ -11,6 +11,7 @@ import torch
 from pyro.infer import Predictive
 from torch import Tensor
 
+from ..core import is_count
 from ..fit import FitResult
 from .amortized import PosteriorEstimator, simulate
 from .truncation import TruncatedPosterior
@@ -18,9 +19,9 @@ from .truncation import TruncatedPosterior
 __all__ = ["simulate_at", "train_rounds", "truncated_prior"]
 
 
-def _site_shapes(model: Callable, names: Sequence[str]) -> dict[str, torch.Size]:
+def _site_shapes(model: Callable, names: Sequence[str], model_kwargs: dict) -> dict[str, torch.Size]:
     with torch.no_grad():
-        trace = pyro.poutine.trace(model).get_trace()
+        trace = pyro.poutine.trace(model).get_trace(**model_kwargs)
     missing = [n for n in names if n not in trace.nodes]
     if missing:
         raise ValueError(f"the model has no sites {missing}")
@@ -29,11 +30,16 @@ def _site_shapes(model: Callable, names: Sequence[str]) -> dict[str, torch.Size]
 
 @torch.no_grad()
 def simulate_at(
-    model: Callable, theta: Tensor, *, parameters: str | Sequence[str] = "theta", observed: str = "x"
+    model: Callable,
+    theta: Tensor,
+    *,
+    parameters: str | Sequence[str] = "theta",
+    observed: str = "x",
+    **model_kwargs,
 ) -> Tensor:
     """Simulations at given parameters: the model run with its parameter sites fixed to
     the rows of ``theta`` (flattened and concatenated in order, as :func:`simulate` gives
-    them), vectorized.
+    them), vectorized under a plate where the model allows it (one run per row where not).
 
     Returns:
         ``x`` of shape ``(len(theta), d_x)``.
@@ -44,9 +50,9 @@ def simulate_at(
         torch.Size([4, 10])
     """
     names = [parameters] if isinstance(parameters, str) else list(parameters)
-    shapes = _site_shapes(model, names)
+    shapes = _site_shapes(model, names, model_kwargs)
     size = sum(shape.numel() for shape in shapes.values())
-    if theta.dim() != 2 or theta.shape[-1] != size:
+    if not isinstance(theta, Tensor) or theta.dim() != 2 or theta.shape[-1] != size:
         raise ValueError(
             f"theta must be (n, {size}) (the sites {names} hold {size} numbers), got {tuple(theta.shape)}"
         )
@@ -54,7 +60,14 @@ def simulate_at(
     for name, shape in shapes.items():
         values[name] = theta[:, start : start + shape.numel()].reshape(n, *shape)
         start += shape.numel()
-    draws = Predictive(model, posterior_samples=values, return_sites=[observed], parallel=True)()
+    if not torch.isfinite(theta).all():
+        raise ValueError("theta has NaN or Inf values")
+    try:
+        draws = Predictive(model, posterior_samples=values, return_sites=[observed], parallel=True)(
+            **model_kwargs
+        )
+    except (RuntimeError, ValueError):  # a model that does not vectorize: one run per row
+        draws = Predictive(model, posterior_samples=values, return_sites=[observed])(**model_kwargs)
     return draws[observed].reshape(n, -1)
 
 
@@ -79,14 +92,29 @@ def truncated_prior(
     ``batch`` runs).
 
     Raises:
+        ValueError: bad counts or ``epsilon``, or a posterior whose density is not finite.
         RuntimeError: fewer than ``n`` accepted within ``max_draws`` prior draws.
+
+    Examples:
+        >>> from pyro_xform.infer.simulators import gaussian_linear
+        >>> npe = PosteriorEstimator(gaussian_linear, hidden=(8,), transforms=1)
+        >>> _ = npe.train(300, steps=5, progress=False, seed=0)
+        >>> truncated_prior(npe, torch.zeros(10), 50, epsilon=0.1).shape
+        torch.Size([50, 10])
     """
+    for name, value in (("n", n), ("batch", batch), ("max_draws", max_draws)):
+        if not is_count(value):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (isinstance(epsilon, float) and 1e-6 <= epsilon < 1):
+        raise ValueError(f"epsilon must be a float in [1e-6, 1), got {epsilon!r}")
     posterior = estimator.posterior(x_obs)
     draws = posterior.sample((max(10_000, int(10 / epsilon)),))
     # A truncated posterior's density is the family's less a constant, and every prior draw
     # lies in its support: the family's density draws the same region.
     posterior = posterior.inner if isinstance(posterior, TruncatedPosterior) else posterior
     own = posterior.log_prob(draws)
+    if not torch.isfinite(own).all():
+        raise ValueError("the posterior's density is not finite at its own draws: the estimator is broken")
     threshold = torch.quantile(own.double(), epsilon).to(own.dtype)
     kept, total, drawn = [], 0, 0
     while total < n:
@@ -152,8 +180,8 @@ def train_rounds(
         raise ValueError(f"rounds must be a positive int, got {rounds!r}")
     if not (isinstance(num_simulations, int) and num_simulations >= 2):
         raise ValueError(f"num_simulations must be an int of at least 2, got {num_simulations!r}")
-    if not (0 < epsilon < 1):
-        raise ValueError(f"epsilon must lie in (0, 1), got {epsilon!r}")
+    if not (isinstance(epsilon, float) and 1e-6 <= epsilon < 1):
+        raise ValueError(f"epsilon must be a float in [1e-6, 1), got {epsilon!r}")
     theta, x = simulate(
         estimator.model,
         num_simulations,

@@ -17,12 +17,14 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor
+from torchdiffeq import odeint
 
 __all__ = [
     "SIMULATORS",
     "gaussian_linear",
     "gaussian_linear_posterior",
     "gaussian_mixture",
+    "sir",
     "slcp",
     "two_moons",
     "two_moons_posterior",
@@ -123,6 +125,9 @@ def gaussian_mixture(x: Tensor | None = None) -> Tensor:
         >>> import pyro
         >>> pyro.poutine.trace(gaussian_mixture).get_trace().nodes["x"]["value"].shape
         torch.Size([2])
+
+    References:
+        Benchmarking simulation-based inference (Lueckmann et al., 2021, arXiv:2101.04653).
     """
     theta = pyro.sample("theta", dist.Uniform(-10 * torch.ones(2), 10 * torch.ones(2)).to_event(1))
     scales = torch.tensor([1.0, 0.1]).unsqueeze(-1)
@@ -148,10 +153,58 @@ def slcp(x: Tensor | None = None) -> Tensor:
     return pyro.deterministic("x", draws.flatten(-2), event_dim=1)
 
 
+#: SIR's constants (sbibm's): population, first infected, days, binomial draws.
+_SIR = dict(population=1e6, infected=1.0, days=160, count=1000)
+
+
+def _sir_infected(theta: Tensor) -> Tensor:
+    """The infected fraction at days 0, 17, ..., 153 of the SIR equations with contact rate
+    :math:`\\beta` and recovery rate :math:`\\gamma` (float64, dopri5 at 1e-8)."""
+    beta, gamma = theta[..., 0:1].double(), theta[..., 1:2].double()
+    n = _SIR["population"]
+
+    def field(t, u):
+        s, i = u[..., 0:1], u[..., 1:2]
+        infection = beta * s * i / n
+        return torch.cat([-infection, infection - gamma * i, gamma * i], -1)
+
+    u0 = beta.new_tensor([n - _SIR["infected"], _SIR["infected"], 0.0])
+    times = torch.arange(0, _SIR["days"], 17, dtype=torch.float64, device=beta.device)
+    u = odeint(field, u0.expand(*theta.shape[:-1], 3), times, rtol=1e-8, atol=1e-8, method="dopri5")
+    return (u[..., 1] / n).clamp(0.0, 1.0).movedim(0, -1)
+
+
+def sir(x: Tensor | None = None) -> Tensor:
+    """SIR epidemic: :math:`\\beta \\sim \\mathrm{LogNormal}(\\log 0.4, 0.5^2)`,
+    :math:`\\gamma \\sim \\mathrm{LogNormal}(\\log 0.125, 0.2^2)` (``theta`` =
+    :math:`(\\beta, \\gamma)`), the SIR equations
+
+    .. math:: \\dot S = -\\beta S I / N, \\quad \\dot I = \\beta S I / N - \\gamma I, \\quad
+        \\dot R = \\gamma I
+
+    over 160 days from one infected in :math:`N = 10^6`, and ``x`` the 10 counts
+    :math:`\\mathrm{Binomial}(1000, I(t) / N)` at days :math:`0, 17, \\dots, 153`.
+
+    Examples:
+        >>> import pyro
+        >>> pyro.poutine.trace(sir).get_trace().nodes["x"]["value"].shape
+        torch.Size([10])
+
+    References:
+        A contribution to the mathematical theory of epidemics (Kermack, McKendrick, 1927).
+        Benchmarking simulation-based inference (Lueckmann et al., 2021, arXiv:2101.04653).
+    """
+    prior = dist.LogNormal(torch.tensor([math.log(0.4), math.log(0.125)]), torch.tensor([0.5, 0.2]))
+    theta = pyro.sample("theta", prior.to_event(1))
+    probs = _sir_infected(theta).to(theta.dtype)
+    return pyro.sample("x", dist.Binomial(_SIR["count"], probs).to_event(1), obs=x)
+
+
 #: Simulators by name: (model, parameter site, observation site).
 SIMULATORS = {
     "two_moons": (two_moons, "theta", "x"),
     "gaussian_linear": (gaussian_linear, "theta", "x"),
     "slcp": (slcp, "theta", "x"),
     "gaussian_mixture": (gaussian_mixture, "theta", "x"),
+    "sir": (sir, "theta", "x"),
 }
