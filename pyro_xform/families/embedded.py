@@ -67,7 +67,8 @@ class Embedded(Xform):
             embedding = embedding_network(embedding, shape, family.context_features)
         elif not isinstance(embedding, nn.Module):
             raise ValueError(f"embedding must be a name or an nn.Module, got {type(embedding).__name__}")
-        self.embedding = embedding.to(family.device, family.base_loc.dtype)
+        self.embedding = embedding
+        self.to(family.device, family.base_loc.dtype)  # its own base and the embedding, where the family is
         self._check_embedding()
         self.log_prob_kind = family.log_prob_kind
         self.default_objective = family.default_objective
