@@ -31,16 +31,11 @@ _LEVELS = torch.linspace(0.0, 1.0, 21, dtype=torch.float64)
 
 
 class SBC(NamedTuple):
-    """Ranks of simulation-based calibration.
-
-    Attributes:
-        ranks: ``(N, d)``, how many of ``num_draws`` posterior draws fall below the true
-            parameter, per coordinate; uniform on :math:`\\{0, \\dots, L\\}` when the
-            posterior is calibrated.
-        num_draws: :math:`L`, the posterior draws per simulation.
-        p_values: ``(d,)``, a :math:`\\chi^2` test of the ranks' uniformity per coordinate
-            (over :math:`\\min(20, L + 1)` equal bins).
-    """
+    """Ranks of simulation-based calibration: ``ranks`` ``(N, d)``, how many of
+    ``num_draws`` (:math:`L`) posterior draws fall below the true parameter, per coordinate
+    (uniform on :math:`\\{0, \\dots, L\\}` when the posterior is calibrated), and
+    ``p_values`` ``(d,)``, a :math:`\\chi^2` test of their uniformity per coordinate (over
+    :math:`\\min(20, L + 1)` near-equal bins)."""
 
     ranks: Tensor
     num_draws: int
@@ -48,15 +43,11 @@ class SBC(NamedTuple):
 
 
 class Coverage(NamedTuple):
-    """Expected coverage of credible regions.
-
-    Attributes:
-        levels: ``(K,)`` credibility levels :math:`\\alpha`.
-        coverage: ``(K,)`` the fraction of true parameters inside the :math:`\\alpha`
-            region; :math:`\\alpha` itself when calibrated, above it for an
-            underconfident posterior, below for an overconfident one.
-        error: the largest :math:`|\\mathrm{coverage} - \\alpha|`.
-    """
+    """Expected coverage of credible regions: at the credibility ``levels`` :math:`\\alpha`
+    ``(K,)``, the ``coverage`` ``(K,)``, the fraction of true parameters inside the
+    :math:`\\alpha` region (:math:`\\alpha` itself when calibrated, above it for an
+    underconfident posterior, below for an overconfident one), and ``error``, the largest
+    :math:`|\\mathrm{coverage} - \\alpha|`."""
 
     levels: Tensor
     coverage: Tensor
