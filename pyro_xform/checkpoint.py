@@ -75,8 +75,10 @@ _CLASSES = {**FAMILIES, Embedded.__name__: Embedded}
 _BEFORE = {"RealNVP": {"logit": None}, "NSF": {"logit": None}}
 
 
-def save(model: Xform, path: str | os.PathLike) -> None:
-    """Save a model (architecture and weights) to ``path`` atomically.
+def save(model: Xform, path: str | os.PathLike, **extra: Any) -> None:
+    """Save a model (architecture and weights) to ``path`` atomically; ``extra`` entries
+    (tensors, numbers, strings, lists, dicts: what ``weights_only`` reads) are stored beside
+    them, for whatever holds the model (e.g. an estimator's standardization).
 
     Examples:
         >>> import tempfile, os, torch, pyro_xform
@@ -88,7 +90,8 @@ def save(model: Xform, path: str | os.PathLike) -> None:
         >>> torch.equal(again().log_prob(x), flow().log_prob(x))
         True
     """
-    atomic_save({"format": FORMAT, "config": config_of(model), "state_dict": model.state_dict()}, path)
+    contents = {"format": FORMAT, "config": config_of(model), "state_dict": model.state_dict()}
+    atomic_save({**extra, **contents}, path)
 
 
 def read(path: str | os.PathLike) -> dict:

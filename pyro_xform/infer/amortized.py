@@ -514,20 +514,16 @@ class PosteriorEstimator:
         if self.family is None or self.x_standardizer is None:
             raise RuntimeError("train the estimator first")
         support = self.prior_support
-        checkpoint.atomic_save(
-            {
-                "format": checkpoint.FORMAT,
-                "config": checkpoint.config_of(self.family),
-                "state_dict": self.family.state_dict(),
-                "estimator": self.estimator if isinstance(self.estimator, str) else None,
-                "parameters": list(self.parameters),
-                "observed": self.observed,
-                "truncate": self.truncate,
-                "x_shape": list(self.x_shape),
-                "x_standardizer": self.x_standardizer.state_dict(),
-                "support": None if support is None else [support.lower, support.upper],
-            },
+        checkpoint.save(
+            self.family,
             path,
+            estimator=self.estimator if isinstance(self.estimator, str) else None,
+            parameters=list(self.parameters),
+            observed=self.observed,
+            truncate=self.truncate,
+            x_shape=list(self.x_shape),
+            x_standardizer=self.x_standardizer.state_dict(),
+            support=None if support is None else [support.lower, support.upper],
         )
 
     @classmethod
