@@ -8,7 +8,7 @@ import torch
 
 import pyro_xform as px
 from pyro_xform.nn import MLP, Residual
-from pyro_xform.transforms import Standardize
+from pyro_xform.transforms import ConditionalStandardize, Standardize
 
 
 def test_residual_mlp_starts_linear_and_needs_one_width():
@@ -53,6 +53,23 @@ def test_standardize_sets_from_the_data_and_keeps_the_density_of_x(make):
         layer.scale.fill_(1.0)
         expected = flow().log_prob((x - loc) / scale) - scale.log().sum()
     assert torch.allclose(actual, expected, atol=1e-5)
+
+
+def test_regression_standardize_removes_the_linear_fit_of_x_given_the_context():
+    torch.manual_seed(0)
+    context = torch.randn(512, 2)
+    data = context @ torch.tensor([[3.0, 0.0], [1.0, -2.0]]) + 0.1 * torch.randn(512, 2) + 4.0
+    flow = px.NSF(2, 2, transforms=2, hidden=(8,), residual=True, standardize="regression")
+    layer = flow.transform[-1]
+    assert isinstance(layer, ConditionalStandardize)
+    px.fit(flow, data, context=context, steps=1, batch_size=512, progress=False, seed=0)
+    # What reaches the blocks is the residual of the regression: white, whatever c is.
+    z, _ = layer.inverse_and_ladj(data, context)
+    assert z.mean(0).abs().max() < 0.05 and (z.std(0) - 1).abs().max() < 0.05
+    with pytest.raises(ValueError, match="no"):
+        px.NSF(2, standardize="regression")
+    with pytest.raises(ValueError, match="standardize must be"):
+        px.MAF(2, 2, standardize="affine")
 
 
 def test_compiled_flow_scores_and_trains_like_the_eager_one():

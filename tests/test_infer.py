@@ -347,9 +347,25 @@ def test_likelihood_estimator_is_the_likelihood_of_a_pyro_model_under_nuts():
     draws = mcmc.get_samples()["theta"]
     assert torch.allclose(draws.mean(0), 4 * x_obs.sum(0) / 21, atol=0.15)
     assert torch.allclose(draws.std(0), torch.full((2,), 21**-0.5), rtol=0.35)
+    # The same posterior by the estimator's own NUTS under the simulator's prior: chains in
+    # one plate, the trials as i.i.d. rows.
+    draws = nle.sample_posterior(x_obs, 300, chains=4, warmup=100, seed=0)
+    assert draws.shape == (300, 2)
+    assert torch.allclose(draws.mean(0), 4 * x_obs.sum(0) / 21, atol=0.15)
+    assert torch.allclose(draws.std(0), torch.full((2,), 21**-0.5), rtol=0.35)
+
+
+def _hierarchical(x=None):
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+    theta = pyro.sample("theta", dist.Normal(torch.zeros(2), scale).to_event(1))
+    return pyro.sample("x", dist.Normal(theta, 0.5).to_event(1), obs=x)
 
 
 def test_likelihood_estimator_refuses_bad_input():
+    hierarchical = LikelihoodEstimator(_hierarchical, parameters="theta", hidden=(8,), transforms=1)
+    hierarchical.train(100, steps=2, progress=False, seed=0)
+    with pytest.raises(ValueError, match="changes between runs"):
+        hierarchical.sample_posterior(torch.zeros(2), 10)
     nle = LikelihoodEstimator(_noisy_identity, hidden=(8,), transforms=1)
     with pytest.raises(RuntimeError, match="train"):
         nle.likelihood(torch.zeros(2))
@@ -359,5 +375,10 @@ def test_likelihood_estimator_refuses_bad_input():
     assert nle.family.features == 2 and nle.family.context_features == 2
     with pytest.raises(ValueError, match="3 numbers per draw"):
         nle.likelihood(torch.zeros(3))
+    for bad, match in ((torch.zeros(1, 1, 2), "x_obs must be"), (torch.full((2,), math.nan), "NaN")):
+        with pytest.raises(ValueError, match=match):
+            nle.sample_posterior(bad, 10)
+    with pytest.raises(ValueError, match="chains"):
+        nle.sample_posterior(torch.zeros(2), 10, chains=0)
     with pytest.raises(ValueError, match="NaN"):
         nle.train(theta=torch.full((10, 2), math.nan), x=torch.zeros(10, 2), steps=1, progress=False)

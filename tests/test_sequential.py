@@ -7,7 +7,14 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_xform.infer import PosteriorEstimator, simulate_at, simulators, train_rounds, truncated_prior
+from pyro_xform.infer import (
+    LikelihoodEstimator,
+    PosteriorEstimator,
+    simulate_at,
+    simulators,
+    train_rounds,
+    truncated_prior,
+)
 
 GL2 = functools.partial(simulators.gaussian_linear, dim=2)
 GL2_PRIOR = dist.Normal(torch.zeros(2), 0.1**0.5).to_event(1)
@@ -75,3 +82,27 @@ def test_rounds_add_simulations_near_the_observation():
         train_rounds(npe, x_obs, rounds=0)
     with pytest.raises(ValueError, match="epsilon"):
         train_rounds(npe, x_obs, epsilon=1.5)
+
+
+def test_likelihood_rounds_propose_from_the_posterior():
+    nle = LikelihoodEstimator(GL2, "flow", hidden=(16,), transforms=2)
+    seen, train = [], nle.train
+
+    def recording(**kwargs):
+        seen.append(kwargs["theta"].clone())
+        return train(**kwargs)
+
+    nle.train = recording
+    x_obs = torch.tensor([0.5, 0.5])
+    sampler = dict(chains=4, warmup=50)
+    settings = dict(rounds=2, num_simulations=400, steps=150, progress=False, seed=0)
+    results = train_rounds(nle, x_obs, sampler=sampler, **settings)
+    assert len(results) == 2 and [len(t) for t in seen] == [400, 800]
+    # The second round's parameters are posterior draws: about x_obs / 2, scale 0.22 (the
+    # prior's scale is 0.32).
+    first, added = seen[1][:400], seen[1][400:]
+    assert torch.equal(first, seen[0])
+    assert (added - x_obs / 2).norm(dim=-1).mean() < 0.8 * (first - x_obs / 2).norm(dim=-1).mean()
+    npe = PosteriorEstimator(GL2, "flow", hidden=(8,), transforms=1)
+    with pytest.raises(ValueError, match="sampler"):
+        train_rounds(npe, x_obs, sampler=sampler)

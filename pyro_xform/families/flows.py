@@ -14,6 +14,7 @@ from ..transforms import (
     AffineCoupling,
     Bijector,
     Chain,
+    ConditionalStandardize,
     Logit,
     LULinear,
     MultiscaleFlow,
@@ -27,6 +28,7 @@ from ..transforms import (
 __all__ = ["IAF", "MAF", "NSF", "Flow", "RealNVP"]
 
 _LINEAR = ("permutation", "lu", None)
+_STANDARDIZE = (False, True, "marginal", "regression")
 
 
 def _multiscale(features, context: int, architecture: str, steps: int, channels: int, **coupling):
@@ -71,8 +73,12 @@ class Flow(Xform):
             (reverse order then an :class:`LULinear`) or ``None``.
         actnorm: put an :class:`ActNorm` before every block.
         standardize: end the chain with a fixed :class:`Standardize` set from the training
-            data, so the blocks work on standardized data (as the continuous-time families
-            do) and the density stays that of ``x``.
+            data (``True`` or ``"marginal"``), so the blocks work on standardized data (as
+            the continuous-time families do) and the density stays that of ``x``; or, for
+            a conditional flow, ``"regression"``: a fixed
+            :class:`~pyro_xform.transforms.ConditionalStandardize`, :math:`x = \\mu + W c +
+            L z`, the least-squares regression of the data on the context, so the blocks
+            learn only what the linear-Gaussian fit of :math:`x \\mid c` misses.
         image: factory of one image bijector that stands for the whole chain (blocks,
             ``linear``, ``actnorm`` and ``standardize`` then do not apply).
         logit: end the chain with the :class:`~pyro_xform.transforms.Logit` pre-transform of
@@ -94,10 +100,14 @@ class Flow(Xform):
         block: Callable[[int], Bijector],
         linear: str | None = "permutation",
         actnorm: bool = False,
-        standardize: bool = False,
+        standardize: bool | str = False,
         image: Callable[[], Bijector] | None = None,
         logit: float | None = None,
     ) -> None:
+        if standardize not in _STANDARDIZE:
+            raise ValueError(f"standardize must be one of {_STANDARDIZE}, got {standardize!r}")
+        if standardize == "regression" and not context:
+            raise ValueError("standardize='regression' regresses the data on the context; the flow has none")
         super().__init__(features, context)
         features = self.features  # the flat size the layers work on
         if not is_count(transforms):
@@ -106,7 +116,9 @@ class Flow(Xform):
             raise ValueError(f"linear must be one of {_LINEAR}, got {linear!r}")
         # The image network stands for the chain of blocks.
         layers = [image()] if image is not None else self._blocks(transforms, block, linear, actnorm)
-        if standardize and image is None:
+        if standardize == "regression" and image is None:
+            layers.append(ConditionalStandardize(features, context))
+        elif standardize and image is None:
             layers.append(Standardize(features))
         if logit is not None:
             layers.append(Logit(features, logit))
@@ -189,7 +201,7 @@ class MAF(Flow):
         linear: str | None = "permutation",
         actnorm: bool = False,
         log_scale_bound: float = 5.0,
-        standardize: bool = False,
+        standardize: bool | str = False,
         logit: float | None = None,
     ) -> None:
         super().__init__(
@@ -257,7 +269,7 @@ class RealNVP(Flow):
         actnorm: bool = False,
         log_scale_bound: float = 5.0,
         residual: bool = False,
-        standardize: bool = False,
+        standardize: bool | str = False,
         architecture: str = "auto",
         channels: int = 64,
         logit: float | str | None = "auto",
@@ -323,7 +335,7 @@ class NSF(Flow):
         linear: str | None = "permutation",
         actnorm: bool = False,
         residual: bool = False,
-        standardize: bool = False,
+        standardize: bool | str = False,
         architecture: str = "auto",
         channels: int = 64,
         logit: float | str | None = "auto",

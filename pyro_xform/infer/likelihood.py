@@ -3,12 +3,16 @@ parameters, used as the likelihood of a Pyro model."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
+import pyro
 import torch
+from pyro.infer import MCMC, NUTS
 from torch import Tensor
+from torch.distributions import Distribution, biject_to
 
-from ..core import Xform, XformDistribution
+from ..core import Xform, XformDistribution, is_count
 from ..fit import FitResult
 from .amortized import PosteriorEstimator
 
@@ -183,3 +187,134 @@ class LikelihoodEstimator:
                 f"simulations had {standardizer.features}"
             )
         return self._estimator.posterior(theta, **settings)
+
+    def sample_posterior(
+        self,
+        x_obs: Tensor,
+        n: int,
+        *,
+        chains: int = 10,
+        warmup: int = 500,
+        candidates: int = 10_000,
+        seed: int | None = None,
+    ) -> Tensor:
+        """``n`` draws of the posterior under the simulator's own prior and the learned
+        likelihood, by NUTS (Pyro's):
+
+        .. math:: p(\\theta \\mid x_{1:m}) \\propto p(\\theta) \\prod_{i=1}^m q_\\phi(x_i \\mid \\theta).
+
+        ``chains`` independent chains run as one NUTS over their product (a plate of
+        chains: one vectorized likelihood call for all), each started at a draw of
+        sampling-importance resampling from the prior (``candidates`` prior draws weighted
+        by the learned likelihood, as sbi starts its chains), so that separate modes get
+        chains of their own. The prior is the parameter sites' distributions as the
+        simulator draws them; for another prior, write the model with :meth:`likelihood`
+        at its observation site and run NUTS on it.
+
+        Args:
+            x_obs: one observation ``(d_x,)`` or ``m`` i.i.d. ones ``(m, d_x)``.
+            n: the number of draws (the first ``ceil(n / chains)`` of every chain).
+            chains: chains; ``warmup``: warm-up steps of each (step size, diagonal mass).
+            candidates: prior draws for the chains' starting points.
+            seed: seeds the starting points and the chains.
+
+        Raises:
+            ValueError: bad counts or observations, or a prior whose sites depend on
+                other draws (no fixed prior to sample under).
+
+        Examples:
+            >>> from pyro_xform.infer.simulators import gaussian_linear
+            >>> nle = LikelihoodEstimator(gaussian_linear, hidden=(8,), transforms=1)
+            >>> _ = nle.train(300, steps=5, progress=False, seed=0)
+            >>> nle.sample_posterior(torch.zeros(10), 20, chains=2, warmup=20, seed=0).shape
+            torch.Size([20, 10])
+        """
+        for name, value in (("n", n), ("chains", chains), ("warmup", warmup), ("candidates", candidates)):
+            if not is_count(value):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        x_obs = self._observations(x_obs)
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        priors = _site_priors(self.model, self.parameters)
+        start = self._starts(priors, x_obs, chains, candidates)
+        model = self._chained_model(priors, x_obs, chains)
+        initial = {
+            name: biject_to(fn.support).inv(value) for (name, fn), value in zip(priors, start, strict=True)
+        }
+        mcmc = MCMC(
+            NUTS(model),
+            num_samples=math.ceil(n / chains),
+            warmup_steps=warmup,
+            initial_params=initial,
+            disable_progbar=True,
+        )
+        mcmc.run()
+        draws = mcmc.get_samples()
+        theta = torch.cat([draws[name].reshape(*draws[name].shape[:2], -1) for name, _ in priors], -1)
+        return theta.detach().reshape(-1, theta.shape[-1])[:n]
+
+    def _observations(self, x_obs: Tensor) -> Tensor:
+        """``x_obs`` as ``(m, d_x)`` on the estimator's device and dtype."""
+        if not isinstance(x_obs, Tensor) or x_obs.dim() not in (1, 2) or x_obs.shape[0] == 0:
+            shape = getattr(x_obs, "shape", x_obs)
+            raise ValueError(f"x_obs must be a tensor (d_x,) or (m, d_x), got {shape!r}")
+        if self.family is None:
+            raise RuntimeError("train the estimator first")
+        if x_obs.shape[-1] != self.family.features:
+            raise ValueError(
+                f"x_obs has {x_obs.shape[-1]} numbers per observation; the simulations had "
+                f"{self.family.features}"
+            )
+        x_obs = x_obs.reshape(-1, x_obs.shape[-1]).to(self.device, self.dtype)
+        if not torch.isfinite(x_obs).all():
+            raise ValueError("x_obs has NaN or Inf values")
+        return x_obs
+
+    @torch.no_grad()
+    def _starts(self, priors, x_obs: Tensor, chains: int, candidates: int) -> list[Tensor]:
+        """Every site's starting values for the chains: prior draws resampled by the
+        learned likelihood of ``x_obs``."""
+        values = [fn.sample((candidates,)) for _, fn in priors]
+        theta = torch.cat([v.reshape(candidates, -1) for v in values], -1).to(self.device, self.dtype)
+        logw = self.likelihood(theta).log_prob(x_obs.unsqueeze(-2)).sum(0)
+        if not torch.isfinite(logw).any():
+            raise ValueError("the learned likelihood of x_obs is not finite at any prior draw")
+        logw = logw.nan_to_num(-math.inf)
+        pick = torch.multinomial(torch.softmax(logw, 0).cpu(), chains, replacement=True)
+        return [v[pick.to(v.device)] for v in values]
+
+    def _chained_model(self, priors, x_obs: Tensor, chains: int) -> Callable:
+        """The prior and the learned likelihood of ``x_obs`` for ``chains`` independent
+        chains (a plate), the i.i.d. observations under a plate of their own."""
+
+        def model():
+            with pyro.plate("chains", chains, dim=-1):
+                values = [pyro.sample(name, fn) for name, fn in priors]
+                theta = torch.cat([v.reshape(chains, -1) for v in values], -1)
+                theta = theta.to(self.device, self.dtype)
+                with pyro.plate("observations", len(x_obs), dim=-2):
+                    pyro.sample(self.observed, self.likelihood(theta), obs=x_obs.unsqueeze(-2))
+
+        return model
+
+
+def _site_priors(model: Callable, names: Sequence[str]) -> list[tuple[str, Distribution]]:
+    """The parameter sites' distributions in one run of the model, every batch dimension
+    made part of the event (one draw of a site is one value of it); refused where a site's
+    distribution changes between two runs (it depends on other draws)."""
+    with torch.no_grad():
+        first, second = (pyro.poutine.trace(model).get_trace() for _ in range(2))
+    priors = []
+    for name in names:
+        site = first.nodes.get(name)
+        if site is None or site["type"] != "sample":
+            raise ValueError(f"the model has no sample site {name!r}")
+        fn, value = site["fn"], site["value"]
+        if not torch.allclose(fn.log_prob(value), second.nodes[name]["fn"].log_prob(value)):
+            raise ValueError(
+                f"the prior of site {name!r} changes between runs of the model (it depends on "
+                "other draws): write the model with nle.likelihood(theta) at its observation "
+                "site and run NUTS on it"
+            )
+        priors.append((name, fn.to_event(len(fn.batch_shape)) if fn.batch_shape else fn))
+    return priors

@@ -1,6 +1,8 @@
 """Sequential rounds focused on one observation: truncated sequential neural posterior
 estimation, whose proposal is the prior cut to the current posterior's highest-density
-region, so that the plain maximum-likelihood (or regression) loss stays right."""
+region, so that the plain maximum-likelihood (or regression) loss stays right; and
+sequential neural likelihood estimation, whose proposal is the current posterior itself
+(a likelihood does not depend on where its parameters were drawn)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from torch import Tensor
 from ..core import is_count
 from ..fit import FitResult
 from .amortized import PosteriorEstimator, simulate
+from .likelihood import LikelihoodEstimator
 from .truncation import TruncatedPosterior
 
 __all__ = ["simulate_at", "train_rounds", "truncated_prior"]
@@ -135,31 +138,41 @@ def truncated_prior(
 
 
 def train_rounds(
-    estimator: PosteriorEstimator,
+    estimator: PosteriorEstimator | LikelihoodEstimator,
     x_obs: Tensor,
     *,
     rounds: int = 4,
     num_simulations: int = 2500,
     epsilon: float = 1e-4,
     seed: int | None = None,
+    sampler: dict | None = None,
     **fit_kwargs,
 ) -> list[FitResult]:
-    """Truncated sequential neural posterior estimation for one observation: the first
-    round simulates from the prior, every later one from the prior truncated to the current
-    posterior's :math:`1-\\epsilon` highest-density region (:func:`truncated_prior`), and
-    the estimator is trained again on all simulations so far. Within the region the
-    truncated prior is the prior renormalized, so the estimator's own loss (no importance
-    correction, no leakage) still gives :math:`p(\\theta \\mid x_o)`, there and wherever the
-    region holds the posterior's mass.
+    """Sequential rounds for one observation: the first round simulates from the prior,
+    every later one from a proposal focused on ``x_obs``, and the estimator is trained
+    again on all simulations so far.
+
+    - A :class:`PosteriorEstimator` (truncated sequential NPE): the proposal is the prior
+      truncated to the current posterior's :math:`1-\\epsilon` highest-density region
+      (:func:`truncated_prior`). Within the region the truncated prior is the prior
+      renormalized, so the estimator's own loss (no importance correction, no leakage)
+      still gives :math:`p(\\theta \\mid x_o)`, there and wherever the region holds the
+      posterior's mass.
+    - A :class:`LikelihoodEstimator` (sequential NLE): the proposal is the current
+      posterior, drawn by :meth:`LikelihoodEstimator.sample_posterior` (NUTS). The loss
+      :math:`-\\log q_\\phi(x \\mid \\theta)` has the true likelihood as its optimum under
+      any proposal, so nothing is corrected; ``epsilon`` does not apply.
 
     Args:
-        estimator: an untrained (or trained) :class:`PosteriorEstimator`.
+        estimator: an untrained (or trained) posterior or likelihood estimator.
         x_obs: the observation to focus on.
         rounds: rounds of simulation and training.
         num_simulations: simulations per round.
-        epsilon: the posterior mass left outside the truncation.
-        seed: seeds the first round's simulations and each training run.
-        **fit_kwargs: to :meth:`PosteriorEstimator.train` (``steps``, ``lr``...).
+        epsilon: the posterior mass left outside the truncation (NPE).
+        seed: seeds the first round's simulations, each proposal and each training run.
+        sampler: settings of :meth:`LikelihoodEstimator.sample_posterior` (``chains``,
+            ``warmup``) for NLE's proposals.
+        **fit_kwargs: to the estimator's ``train`` (``steps``, ``lr``...).
 
     Returns:
         every round's :class:`~pyro_xform.FitResult`.
@@ -174,14 +187,20 @@ def train_rounds(
 
     References:
         Truncated proposals for scalable and hassle-free simulation-based inference
-        (Deistler, Goncalves, Macke, 2022, arXiv:2210.04815).
+        (Deistler, Goncalves, Macke, 2022, arXiv:2210.04815). Sequential neural likelihood:
+        fast likelihood-free inference with autoregressive flows (Papamakarios, Sterratt,
+        Murray, 2018, arXiv:1805.07226).
     """
+    if not isinstance(estimator, PosteriorEstimator | LikelihoodEstimator):
+        raise ValueError(f"estimator must be a PosteriorEstimator or LikelihoodEstimator, got {estimator!r}")
     if not (isinstance(rounds, int) and rounds >= 1):
         raise ValueError(f"rounds must be a positive int, got {rounds!r}")
     if not (isinstance(num_simulations, int) and num_simulations >= 2):
         raise ValueError(f"num_simulations must be an int of at least 2, got {num_simulations!r}")
     if not (isinstance(epsilon, float) and 1e-6 <= epsilon < 1):
         raise ValueError(f"epsilon must be a float in [1e-6, 1), got {epsilon!r}")
+    if sampler and not isinstance(estimator, LikelihoodEstimator):
+        raise ValueError("sampler settings are for a LikelihoodEstimator's proposals")
     theta, x = simulate(
         estimator.model,
         num_simulations,
@@ -191,11 +210,20 @@ def train_rounds(
     )
     results = [estimator.train(theta=theta, x=x, seed=seed, **fit_kwargs)]
     for r in range(1, rounds):
-        new = truncated_prior(estimator, x_obs, num_simulations, epsilon=epsilon).cpu()
+        round_seed = None if seed is None else seed + r
+        new = _proposal(estimator, x_obs, num_simulations, epsilon, round_seed, sampler or {}).cpu()
         new_x = simulate_at(
             estimator.model, new, parameters=estimator.parameters, observed=estimator.observed
         )
         theta, x = torch.cat([theta, new.to(theta)]), torch.cat([x, new_x.to(x)])
-        round_seed = None if seed is None else seed + r
         results.append(estimator.train(theta=theta, x=x, seed=round_seed, **fit_kwargs))
     return results
+
+
+def _proposal(estimator, x_obs: Tensor, n: int, epsilon: float, seed: int | None, sampler: dict) -> Tensor:
+    """A round's ``n`` parameters: the truncated prior (NPE) or the posterior (NLE)."""
+    if isinstance(estimator, LikelihoodEstimator):
+        return estimator.sample_posterior(x_obs, n, seed=seed, **sampler)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return truncated_prior(estimator, x_obs, n, epsilon=epsilon)

@@ -132,6 +132,7 @@ REGISTRY = [
     exact("NSF", lambda: px.NSF(D, transforms=2, **SPLINE)),
     exact("NSF-cond", lambda: px.NSF(D, C, transforms=2, **SPLINE), True),
     exact("NSF-cond-residual-standardize", lambda: px.NSF(D, C, 2, residual=True, standardize=True, **SPLINE), True),
+    exact("NSF-cond-residual-regression", lambda: px.NSF(D, C, 2, residual=True, standardize="regression", **SPLINE), True),
     exact("NSF-AR-cond", lambda: px.NSF(D, C, transforms=2, variant="autoregressive", **SPLINE), True),
     exact("NSF-1d", lambda: px.NSF(1, transforms=2, bins=4, **H)),
     exact("MAF-cond-standardize-logit", lambda: px.MAF(D, C, transforms=2, standardize=True, logit=0.05, **H), True, data=unit),
