@@ -20,9 +20,10 @@
    (SLCP: four 2-D draws). ``nle`` is our likelihood estimator (an NSF of x given theta) in the task's
    Pyro model, sampled by NUTS (500 warm-up steps, ``--nuts`` draws). Published NPE figures
    at 10^4 simulations (Lueckmann et al., 2021, arXiv:2101.04653) beside.
-2. Sequential rounds (``--only sequential``): truncated sequential NPE
-   (``pyro_xform.infer.train_rounds``, ``--rounds`` rounds sharing ``--simulations``), one
-   training per observation, against the amortized estimator of section 1.
+2. Sequential rounds (``--only sequential``, ``--sequential flow nle``): truncated
+   sequential NPE and sequential NLE (``pyro_xform.infer.train_rounds``, ``--rounds``
+   rounds sharing ``--simulations``), one training per observation, against the amortized
+   estimators of section 1.
 3. A 5-D funnel (v ~ N(0, 3^2), x_i ~ N(0, e^v)): SVI with AutoNormal and with
    AutoXformGuide (NSF), compared by PSIS k-hat (< 0.7: usable).
 4. Pyro's overhead per SVI step with an XformDistribution prior against the same flow as a
@@ -52,7 +53,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import MCMC, NUTS, SVI, Trace_ELBO
+from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 from pyro_xform.infer import (
@@ -114,8 +115,7 @@ def bernoulli_glm(x: torch.Tensor | None = None) -> torch.Tensor:
 #: The tasks: (model, parameter site, observation site).
 TASKS = {**simulators.SIMULATORS, "bernoulli_glm": (bernoulli_glm, "theta", "x")}
 
-#: The tasks' priors, for sbi and for the likelihood estimator's model (the simulators hold
-#: them too).
+#: The tasks' priors, for sbi (the simulators hold them too).
 PRIORS = {
     "two_moons": lambda: dist.Uniform(-torch.ones(2), torch.ones(2)).to_event(1),
     "gaussian_linear": lambda: dist.MultivariateNormal(torch.zeros(10), 0.1 * torch.eye(10)),
@@ -177,41 +177,16 @@ def reference(task: str, x: torch.Tensor, draws: torch.Tensor | None, n: int, se
     return simulators.gaussian_linear_posterior(x).sample((n,))
 
 
-def nle_posterior(task: str, nle: LikelihoodEstimator, x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """``n`` NUTS draws of the posterior with the learned likelihood in the task's model.
-
-    ``CHAINS`` independent chains run as one NUTS over their product (a plate of chains:
-    one vectorized likelihood call for all), each started at a draw of sampling-importance
-    resampling from the prior (10,000 candidates weighted by the learned likelihood), as
-    sbi starts its chains; the posterior's separate modes (SLCP has four) get chains of
-    their own."""
-    prior = PRIORS[task]()
-
-    def model():
-        with pyro.plate("chains", CHAINS):
-            theta = pyro.sample("theta", prior)
-            pyro.sample("x", nle.likelihood(theta), obs=x.expand(CHAINS, *x.shape))
-
-    pyro.set_rng_seed(seed)
-    with torch.no_grad():
-        candidates = prior.sample((10_000,))
-        logw = nle.likelihood(candidates).log_prob(x.expand(10_000, *x.shape))
-        start = candidates[torch.multinomial(torch.softmax(logw, 0), CHAINS, replacement=True)]
-    unconstrained = torch.distributions.biject_to(prior.support).inv(start)
-    per_chain = -(-n // CHAINS)
-    mcmc = MCMC(
-        NUTS(model),
-        num_samples=per_chain,
-        warmup_steps=500,
-        initial_params={"theta": unconstrained},
-        disable_progbar=True,
-    )
-    mcmc.run()
-    return mcmc.get_samples()["theta"].detach().reshape(-1, start.shape[-1])[:n]
-
-
 #: Chains of the likelihood estimator's NUTS.
 CHAINS = 10
+
+
+def _nle_draws(nle: LikelihoodEstimator, x_obs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """NUTS draws of the posterior with the learned likelihood under the task's prior
+    (``LikelihoodEstimator.sample_posterior``: ``CHAINS`` chains as one NUTS over a plate of
+    chains, started by sampling-importance resampling from the prior, as sbi starts its
+    chains, so that SLCP's four modes get chains of their own)."""
+    return nle.sample_posterior(x_obs, n, chains=CHAINS, seed=seed)
 
 
 def train_ours(task, estimator, theta, x, args):
@@ -221,7 +196,7 @@ def train_ours(task, estimator, theta, x, args):
         nle = LikelihoodEstimator(model)
         started = time.perf_counter()
         nle.train(theta=theta, x=x, progress=False, seed=0)
-        return time.perf_counter() - started, lambda x_obs, n, seed: nle_posterior(task, nle, x_obs, n, seed)
+        return time.perf_counter() - started, functools.partial(_nle_draws, nle)
     name, _, embedding = estimator.partition("+")
     if embedding:  # the observation as the set (or series) it is, for the embedding network
         if task not in SETS:
@@ -299,12 +274,13 @@ def sbi(args) -> None:
 
 
 def sequential(args) -> None:
-    """Truncated sequential NPE (``train_rounds``), one training per observation, at the
-    total number of simulations of section 1's amortized rows (compare with those)."""
+    """Sequential rounds (``train_rounds``), one training per observation, at the total
+    number of simulations of section 1's amortized rows (compare with those): truncated
+    sequential NPE (``flow``) and sequential NLE (``nle``, proposals by NUTS)."""
     print(
-        f"\nSequential rounds ({args.rounds} x {args.simulations // args.rounds} simulations, "
-        f"truncated prior) against one amortized round of {args.simulations}: C2ST, mean over "
-        f"{args.observations} observations"
+        f"\nSequential rounds ({args.rounds} x {args.simulations // args.rounds} simulations; NPE: "
+        f"truncated prior, NLE: posterior) against one amortized round of {args.simulations}: "
+        f"C2ST, mean over {args.observations} observations"
     )
     print(f"{'task':17s} {'estimator':22s} {'C2ST':>6s} {'train s':>8s}")
     for task in args.tasks:
@@ -312,22 +288,36 @@ def sequential(args) -> None:
         if not cases:
             continue
         model = TASKS[task][0]
-        for estimator in ("flow",):
+        for estimator in args.sequential:
             scores, seconds = [], 0.0
             for i, (x_obs, ref) in enumerate(cases):
-                pe = PosteriorEstimator(model, estimator)
                 started = time.perf_counter()
-                train_rounds(
-                    pe, x_obs, rounds=args.rounds, num_simulations=args.simulations // args.rounds, seed=0
-                )
+                draw = _rounds(model, estimator, x_obs, args)
                 seconds += time.perf_counter() - started
-                with torch.no_grad():
-                    torch.manual_seed(i)
-                    draws = pe.posterior(x_obs).sample((args.samples,))
-                scores.append(c2st(draws, reference(task, x_obs, ref, args.samples, i), seed=i))
+                n = args.nuts if estimator == "nle" else args.samples
+                draws = draw(x_obs, n, i)
+                scores.append(c2st(draws, reference(task, x_obs, ref, n, i), seed=i))
             label = f"{estimator} ({args.rounds} rounds)"
             mean = statistics.mean(scores)
             print(f"{task:17s} {label:22s} {mean:6.3f} {seconds / len(cases):8.0f}", flush=True)
+
+
+def _rounds(model, estimator: str, x_obs: torch.Tensor, args):
+    """Train ``estimator`` by rounds focused on ``x_obs``; returns draw(x_obs, n, seed)."""
+    n = args.simulations // args.rounds
+    if estimator == "nle":
+        nle = LikelihoodEstimator(model)
+        train_rounds(nle, x_obs, rounds=args.rounds, num_simulations=n, seed=0, sampler={"chains": CHAINS})
+        return functools.partial(_nle_draws, nle)
+    pe = PosteriorEstimator(model, estimator)
+    train_rounds(pe, x_obs, rounds=args.rounds, num_simulations=n, seed=0)
+
+    @torch.no_grad()
+    def draw(x_obs, n, seed):
+        torch.manual_seed(seed)
+        return pe.posterior(x_obs).sample((n,))
+
+    return draw
 
 
 def funnel() -> None:
@@ -402,6 +392,7 @@ def main() -> None:
     parser.add_argument("--nuts", type=int, default=2000, help="NUTS draws per observation for nle")
     parser.add_argument("--tasks", nargs="+", default=list(PUBLISHED), choices=list(PUBLISHED))
     parser.add_argument("--rounds", type=int, default=4, help="rounds of the sequential section")
+    parser.add_argument("--sequential", nargs="+", default=["flow", "nle"], choices=["flow", "nle"])
     parser.add_argument("--only", choices=["sbi", "sequential", "funnel", "overhead"])
     args = parser.parse_args()
     torch.set_num_threads(2)
