@@ -291,7 +291,6 @@ class LikelihoodEstimator:
             with pyro.plate("chains", chains, dim=-1):
                 values = [pyro.sample(name, fn) for name, fn in priors]
                 theta = torch.cat([v.reshape(chains, -1) for v in values], -1)
-                theta = theta.to(self.device, self.dtype)
                 with pyro.plate("observations", len(x_obs), dim=-2):
                     pyro.sample(self.observed, self.likelihood(theta), obs=x_obs.unsqueeze(-2))
 
