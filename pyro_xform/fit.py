@@ -112,6 +112,7 @@ def fit(
     schedule: str = "constant",
     validation: float | Tensor | tuple[Tensor, Tensor] | None = None,
     patience: int = 10,
+    min_delta: float = 0.0,
     eval_every: int | None = None,
     weight_decay: float = 0.0,
     clip_grad: float | None = None,
@@ -150,6 +151,11 @@ def fit(
             stops after ``patience`` measurements without improvement, and the best
             parameters are kept.
         patience: early-stopping patience, in validation measurements.
+        min_delta: a measurement counts as an improvement (for ``patience`` and the
+            ``"plateau"`` schedule) only when it is lower than the last one that counted by
+            more than this (per example, in the loss's units, e.g. nats): a run whose
+            validation loss creeps down by less stops, instead of spending its steps on
+            gains too small to matter. The best parameters are kept whatever it is.
         eval_every: steps between validation measurements (default ``steps // 20``, at most 100).
         weight_decay: Adam weight decay.
         clip_grad: clip the gradient norm to this value.
@@ -207,6 +213,7 @@ def fit(
             steps,
             batch_size,
             patience,
+            min_delta,
             lr,
             augment,
             schedule,
@@ -243,7 +250,9 @@ def fit(
         generator=generator,
         validator=None
         if val_data is None
-        else _Validator(obj, val_data, val_context, eval_every, patience, schedule == "plateau", batch_size),
+        else _Validator(
+            obj, val_data, val_context, eval_every, patience, min_delta, schedule == "plateau", batch_size
+        ),
         checkpointer=None
         if checkpoint is None
         else _Checkpointer(checkpoint, checkpoint_every or eval_every, model, world),
@@ -254,7 +263,19 @@ def fit(
 
 
 def _checked_arguments(
-    model, data, context, objective, steps, batch_size, patience, lr, augment, schedule, ema, validation
+    model,
+    data,
+    context,
+    objective,
+    steps,
+    batch_size,
+    patience,
+    min_delta,
+    lr,
+    augment,
+    schedule,
+    ema,
+    validation,
 ):
     obj = get_objective(objective, model)
     if ema is not None and not (isinstance(ema, float) and 0 < ema < 1):
@@ -264,6 +285,8 @@ def _checked_arguments(
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if not (isinstance(min_delta, (int, float)) and math.isfinite(min_delta) and min_delta >= 0):
+        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
     if augment is not None and not callable(augment):
         raise ValueError(f"augment must be a function of a batch, got {type(augment).__name__}")
     if schedule not in LR_SCHEDULES:
@@ -320,7 +343,8 @@ class TrainState:
     best: dict[str, Tensor] | None = None  # the parameters of the best validation
     best_val: float = math.inf
     best_step: int | None = None
-    bad: int = 0  # validations since the best
+    bad: int = 0  # validations since the last improvement by more than min_delta
+    ref_val: float = math.inf  # the validation loss of that improvement
     stopped: bool = False
     ema: list[Tensor] | None = None
     lr_scale: float = 1.0  # the plateau schedule's
@@ -466,12 +490,23 @@ def _lr_scale(schedule: str, state: TrainState, steps: int) -> float:
 
 class _Validator:
     """Measures the validation loss every ``every`` steps and keeps the best parameters;
-    ``patience`` measurements without improvement stop the run; ``plateau`` halves the
-    learning rate at each of them."""
+    ``patience`` measurements without an improvement by more than ``min_delta`` stop the
+    run; ``plateau`` halves the learning rate at each of them."""
 
-    def __init__(self, objective, data, context, every: int, patience: int, plateau: bool, batch_size: int):
+    def __init__(
+        self,
+        objective,
+        data,
+        context,
+        every: int,
+        patience: int,
+        min_delta: float,
+        plateau: bool,
+        batch_size: int,
+    ):
         self.objective, self.data, self.context = objective, data, context
-        self.every, self.patience, self.plateau, self.batch_size = every, patience, plateau, batch_size
+        self.every, self.patience, self.min_delta = every, patience, min_delta
+        self.plateau, self.batch_size = plateau, batch_size
 
     def due(self, step: int, last: bool) -> bool:
         return step % self.every == 0 or last
@@ -485,7 +520,9 @@ class _Validator:
         state.val_steps.append(state.step)
         state.val_losses.append(val)
         if best is not None:
-            state.best, state.best_val, state.best_step, state.bad = best, val, state.step, 0
+            state.best, state.best_val, state.best_step = best, val, state.step
+        if val < state.ref_val - self.min_delta:
+            state.ref_val, state.bad = val, 0
             return
         state.bad += 1
         state.stopped = state.bad >= self.patience

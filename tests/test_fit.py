@@ -280,6 +280,29 @@ def test_plateau_schedule_halves_the_learning_rate_when_validation_stalls(monkey
         px.fit(model, data, schedule="plateau", progress=False)
 
 
+def test_min_delta_counts_only_real_improvements(monkeypatch):
+    import importlib
+
+    fit_module = importlib.import_module("pyro_xform.fit")
+    data = data2d(200)
+    model = px.MAF(2, hidden=(8,)).double()
+    # A loss that creeps down by 0.005 a measurement: 3.0 counts; 2.995 and 2.99 are better
+    # but by less than 0.02 (two bad measurements: patience 2 stops the run); the best
+    # parameters are still the 2.99 ones. Without min_delta every measurement counts.
+    creep = [3.0 - 0.005 * i for i in range(20)]
+    scores = iter(creep)
+    monkeypatch.setattr(fit_module, "_validate", lambda *args: next(scores))
+    kwargs = dict(steps=20, batch_size=50, validation=0.2, eval_every=2, patience=2, progress=False, seed=0)
+    result = px.fit(model, data, min_delta=0.02, **kwargs)
+    assert result.stopped_early and result.steps == 6
+    assert result.best_step == 6 and result.best_val == creep[2]
+    scores = iter(creep)
+    assert not px.fit(px.MAF(2, hidden=(8,)).double(), data, **kwargs).stopped_early
+    for bad in (-0.1, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="min_delta"):
+            px.fit(model, data, min_delta=bad, **kwargs)
+
+
 def test_augment_is_applied_to_training_batches_only_and_checked():
     data = px.datasets.digits().train[:200]
     seen = []

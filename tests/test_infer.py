@@ -302,14 +302,19 @@ def test_estimator_defaults_apply_and_yield_to_the_user(monkeypatch):
     monkeypatch.setattr(amortized, "fit", spy)
     pe = PosteriorEstimator(simulators.gaussian_linear, "flow", hidden=(8, 8))
     pe.train(100, steps=2, progress=False, seed=0)
-    # "full" batches: every training simulation (100 less the 10 held out) in each step.
-    assert seen["batch_size"] == 90 and seen["lr"] == 2e-3 and seen["steps"] == 2
+    assert seen["batch_size"] == 1024 and seen["lr"] == 2e-3 and seen["steps"] == 2
+    assert seen["schedule"] == "plateau" and seen["patience"] == 3
     assert isinstance(pe.family.transform[-1], Standardize) and bool(pe.family.transform[-1].initialized)
+    # "full" batches: every training simulation (100 less the 10 held out) in each step.
+    PosteriorEstimator(simulators.gaussian_linear, "flow", hidden=(8,)).train(
+        100, steps=1, batch_size="full", progress=False, seed=0
+    )
+    assert seen["batch_size"] == 90
     residuals = [m for m in pe.family.modules() if isinstance(m, Residual)]
     assert residuals and all(m.body[1].in_features == 8 for m in residuals)
     pe = PosteriorEstimator(simulators.gaussian_linear, "flow_matching", hidden=(8,))
     pe.train(100, steps=2, batch_size=32, progress=False, seed=0)
-    assert seen["batch_size"] == 32 and seen["patience"] == 12
+    assert seen["batch_size"] == 32 and seen["patience"] == 2 and seen["min_delta"] == 0.02
     assert seen["objective"].name == "cfm" and seen["objective"].validation == "nll"
     assert seen["schedule"] == "plateau"
     mle = px.objectives.MaximumLikelihood(solver="rk4", steps=2)

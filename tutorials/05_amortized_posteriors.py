@@ -76,9 +76,10 @@ reference = simulators.two_moons_posterior(x_obs, 200 if SMOKE else 5000)
 
 # %%
 # Each estimator trains with its defaults (`pyro_xform.infer.ESTIMATORS`; any argument
-# overrides them): the flow full-batch with early stopping; flow matching and diffusion for
-# up to 30,000 minibatch steps, validating a moving average of their parameters by its
-# exact likelihood, halving the learning rate whenever that stops improving, and keeping
+# overrides them): the flow on minibatches of 1024 with early stopping; flow matching and
+# diffusion for up to 30,000 minibatch steps, validating a moving average of their
+# parameters by its exact likelihood, halving the learning rate whenever that stops
+# improving by 0.02 nats, stopping at the second such validation in a row, and keeping
 # the best one. Their field learns only what a linear-Gaussian fit of $\theta \mid x$
 # misses: $\theta$ is standardized by its least-squares regression on $x$
 # (`standardize="regression"`) and the field starts as the exact one for Gaussian data

@@ -40,8 +40,8 @@ class LikelihoodEstimator:
     .. math:: p(\\theta \\mid x_{1:n}) \\propto p(\\theta) \\prod_{i=1}^n q_\\phi(x_i \\mid \\theta).
 
     The estimators are those of :class:`PosteriorEstimator` with the roles of the sites
-    exchanged: ``"flow"`` (an NSF with residual conditioners, full-batch maximum
-    likelihood with early stopping), ``"flow_matching"``, ``"diffusion"`` or a built
+    exchanged: ``"flow"`` (an NSF with residual conditioners, maximum likelihood
+    with early stopping), ``"flow_matching"``, ``"diffusion"`` or a built
     conditional model (``features`` = observation size, ``context`` = parameter size).
     The parameters are standardized by the simulations' mean and standard deviation
     before they condition the family; the observations are the family's data.
