@@ -322,6 +322,17 @@ def test_estimator_defaults_apply_and_yield_to_the_user(monkeypatch):
     assert seen["objective"] is mle
 
 
+def test_a_seed_fixes_the_estimators_initialization_whatever_was_drawn_before():
+    theta, x = simulate(simulators.gaussian_linear, 100, seed=1)
+    trained = []
+    for draws in (0, 3):
+        torch.randn(draws)  # a script that drew something before
+        pe = PosteriorEstimator(simulators.gaussian_linear, "flow", hidden=(8,), transforms=1)
+        pe.train(theta=theta, x=x, steps=2, progress=False, seed=0)
+        trained.append(pe.family.state_dict())
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+
+
 # ------------------------------------------------------------------ likelihood estimation
 def _noisy_identity(x=None):
     theta = pyro.sample("theta", dist.Normal(torch.zeros(2), 1.0).to_event(1))

@@ -3,6 +3,7 @@ on the pairs, and read off :math:`q(\\theta \\mid x)` for any observation."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -17,6 +18,7 @@ from ..families import FAMILIES, Embedded
 from ..fit import FitResult, fit
 from ..nn.embedding import EMBEDDINGS
 from ..objectives import ConditionalFlowMatching, DenoisingScoreMatching, Objective
+from ..rng import fixed_seed
 from ..transforms import Standardize
 from .truncation import ToBox, TruncatedPosterior, prior_bounds
 
@@ -429,7 +431,9 @@ class PosteriorEstimator:
         kept by later ones (which continue from the trained parameters). A validation
         split keeps the best parameters and stops the run early: by validation NLL for
         ``"flow"``, and for flow matching and diffusion by their exact likelihood, which
-        also anneals their learning rate (``schedule="plateau"``).
+        also anneals their learning rate (``schedule="plateau"``). ``seed`` seeds the
+        simulations, the family's initialization and the training, leaving the global
+        generators' streams as they were for the initialization.
 
         Raises:
             ValueError: pairs with NaN or Inf values, mismatched rows, or (with
@@ -439,7 +443,10 @@ class PosteriorEstimator:
         theta, x = self.simulations(num_simulations, theta, x, seed)
         if self.family is None:  # the shape the family is built for, kept by later trainings
             self.x_shape = self._observation_shape(given, x.shape[1])
-        family = self._build(theta.shape[1], x.shape[1])
+        # A seed fixes the family's initialization too: the same figures from any script,
+        # whatever it drew before.
+        with contextlib.nullcontext() if seed is None else fixed_seed(self.device, seed):
+            family = self._build(theta.shape[1], x.shape[1])
         self.prior_support = self._support(theta.shape[1])
         theta, x = theta.to(self.device, self.dtype), x.to(self.device, self.dtype)
         self._check_support(theta)
