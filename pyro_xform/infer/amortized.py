@@ -71,8 +71,9 @@ ESTIMATORS = {
     # Neural posterior estimation. A flow memorizes 10^4 simulations within a few hundred
     # steps: conditioners that start linear and a learning rate halved at every validation
     # that does not improve ("plateau", every 50 steps, three in a row stop the run) keep it
-    # to what generalizes. Minibatches of 1024 at lr 2e-3 reach a better C2ST than full
-    # batches, in a third to a fifth of the time (bench/MEASUREMENTS.md).
+    # to what generalizes. Minibatches of 1024 at lr 2e-3 take a third to a fifth of the
+    # time of full batches; C2ST is better on two moons and the Gaussian mixture, worse by
+    # 0.02-0.03 on Gaussian linear, Bernoulli GLM and SIR (bench/MEASUREMENTS.md).
     "flow": Estimator(
         "NSF",
         "mle",
