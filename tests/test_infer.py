@@ -237,6 +237,10 @@ def test_posterior_estimator_checks():
     with pytest.raises(ValueError, match="3 numbers"):
         pe.posterior(torch.zeros(3))
     assert pe.posterior(torch.zeros(4, 2)).batch_shape == (4,)
+    # A family built by the user trains and gives posteriors just as a named one.
+    built = PosteriorEstimator(simulators.two_moons, px.NSF(2, context=2, hidden=(8,), transforms=1))
+    built.train(theta=theta[:10], x=x[:10].nan_to_num(), steps=1, progress=False)
+    assert built.posterior(torch.zeros(4, 2)).sample().shape == (4, 2)
 
 
 # --------------------------------------------------------------------------- diagnostics

@@ -442,7 +442,7 @@ class PosteriorEstimator:
         """
         given = x
         theta, x = self.simulations(num_simulations, theta, x, seed)
-        if self.family is None:  # the shape the family is built for, kept by later trainings
+        if self.x_shape is None:  # the shape the family is built for, kept by later trainings
             self.x_shape = self._observation_shape(given, x.shape[1])
         # A seed fixes the family's initialization too: the same figures from any script,
         # whatever it drew before.

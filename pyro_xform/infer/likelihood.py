@@ -114,6 +114,12 @@ class LikelihoodEstimator:
         return self._estimator.family
 
     @property
+    def parameter_standardizer(self):
+        """The standardization of the parameters before they condition the family (a
+        :class:`~pyro_xform.transforms.Standardize`; ``None`` before training)."""
+        return self._estimator.x_standardizer
+
+    @property
     def device(self) -> torch.device:
         return self._estimator.device
 
@@ -176,7 +182,7 @@ class LikelihoodEstimator:
         """:math:`q_\\phi(x \\mid \\theta)`, batch shape ``theta.shape[:-1]``, event shape
         ``(d_x,)``; ``theta`` is moved to the estimator's device and dtype; ``settings`` as
         in calling the family (solver settings)."""
-        standardizer = self._estimator.x_standardizer
+        standardizer = self.parameter_standardizer
         if standardizer is None:
             raise RuntimeError("train the estimator first")
         if not isinstance(theta, Tensor):
@@ -232,15 +238,13 @@ class LikelihoodEstimator:
         for name, value in (("n", n), ("chains", chains), ("warmup", warmup), ("candidates", candidates)):
             if not is_count(value):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        x_obs = self._observations(x_obs)
+        x_obs = self.check_observations(x_obs)
         if seed is not None:
             pyro.set_rng_seed(seed)
-        priors = _site_priors(self.model, self.parameters)
-        start = self._starts(priors, x_obs, chains, candidates)
+        priors = self.prior_sites()
+        start = self.starting_points(x_obs, chains, candidates)
         model = self._chained_model(priors, x_obs, chains)
-        initial = {
-            name: biject_to(fn.support).inv(value) for (name, fn), value in zip(priors, start, strict=True)
-        }
+        initial = {name: biject_to(fn.support).inv(start[name]) for name, fn in priors}
         mcmc = MCMC(
             NUTS(model),
             num_samples=math.ceil(n / chains),
@@ -253,8 +257,15 @@ class LikelihoodEstimator:
         theta = torch.cat([draws[name].reshape(*draws[name].shape[:2], -1) for name, _ in priors], -1)
         return theta.detach().reshape(-1, theta.shape[-1])[:n]
 
-    def _observations(self, x_obs: Tensor) -> Tensor:
-        """``x_obs`` as ``(m, d_x)`` on the estimator's device and dtype."""
+    def check_observations(self, x_obs: Tensor) -> Tensor:
+        """``x_obs``, one observation ``(d_x,)`` or ``m`` i.i.d. ones, as ``(m, d_x)`` on
+        the estimator's device and dtype.
+
+        Raises:
+            ValueError: not a tensor of one or two dimensions, no rows, the wrong size or
+                NaN/Inf values.
+            RuntimeError: an untrained estimator.
+        """
         if not isinstance(x_obs, Tensor) or x_obs.dim() not in (1, 2) or x_obs.shape[0] == 0:
             shape = getattr(x_obs, "shape", x_obs)
             raise ValueError(f"x_obs must be a tensor (d_x,) or (m, d_x), got {shape!r}")
@@ -270,10 +281,23 @@ class LikelihoodEstimator:
             raise ValueError("x_obs has NaN or Inf values")
         return x_obs
 
+    def prior_sites(self) -> list[tuple[str, Distribution]]:
+        """The parameter sites and their prior distributions as the simulator draws them,
+        every batch dimension of a site made part of its event.
+
+        Raises:
+            ValueError: a missing site, or one whose prior depends on other draws.
+        """
+        return _site_priors(self.model, self.parameters)
+
     @torch.no_grad()
-    def _starts(self, priors, x_obs: Tensor, chains: int, candidates: int) -> list[Tensor]:
-        """Every site's starting values for the chains: prior draws resampled by the
-        learned likelihood of ``x_obs``."""
+    def starting_points(self, x_obs: Tensor, chains: int, candidates: int = 10_000) -> dict[str, Tensor]:
+        """Every parameter site's starting values for ``chains`` chains, shape
+        ``(chains, *site_shape)``: ``candidates`` prior draws resampled in proportion to
+        the learned likelihood of ``x_obs`` (sampling-importance resampling, as sbi
+        starts its chains), so that separate modes get chains of their own."""
+        x_obs = self.check_observations(x_obs)
+        priors = self.prior_sites()
         values = [fn.sample((candidates,)) for _, fn in priors]
         theta = torch.cat([v.reshape(candidates, -1) for v in values], -1).to(self.device, self.dtype)
         logw = self.likelihood(theta).log_prob(x_obs.unsqueeze(-2)).sum(0)
@@ -281,7 +305,7 @@ class LikelihoodEstimator:
             raise ValueError("the learned likelihood of x_obs is not finite at any prior draw")
         logw = logw.nan_to_num(-math.inf)
         pick = torch.multinomial(torch.softmax(logw, 0).cpu(), chains, replacement=True)
-        return [v[pick.to(v.device)] for v in values]
+        return {name: v[pick.to(v.device)] for (name, _), v in zip(priors, values, strict=True)}
 
     def _chained_model(self, priors, x_obs: Tensor, chains: int) -> Callable:
         """The prior and the learned likelihood of ``x_obs`` for ``chains`` independent

@@ -23,7 +23,18 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from . import transforms
+from .distributions import numpyro_distribution
 from .export import XformDistribution, export_bijector, to_numpyro
+from .likelihood import likelihood, sample_posterior
 from .ode import ODE
 
-__all__ = ["ODE", "XformDistribution", "export_bijector", "to_numpyro", "transforms"]
+__all__ = [
+    "ODE",
+    "XformDistribution",
+    "export_bijector",
+    "likelihood",
+    "numpyro_distribution",
+    "sample_posterior",
+    "to_numpyro",
+    "transforms",
+]

@@ -53,6 +53,10 @@ class XformDistribution(ndist.TransformedDistribution):
     def log_prob(self, value, intermediates=None):
         if self.data_shape is not None:
             value = value.reshape((*value.shape[: value.ndim - len(self.data_shape)], -1))
+        # A value broadcasts against the batch (a context's), as in the torch model.
+        value = jnp.broadcast_to(
+            value, jnp.broadcast_shapes(value.shape[:-1], self.batch_shape) + value.shape[-1:]
+        )
         z, ladj = self.bijector.compiled("inverse")(value)
         return self.base_dist.log_prob(z) - ladj
 
@@ -156,6 +160,17 @@ def export_bijector(bijector: T.Bijector, context: jax.Array | None = None) -> J
     )
 
 
+def _jax_context(context) -> jax.Array:
+    """A context given as a JAX (or NumPy) array, concrete or traced: floating, and finite
+    where its values are known."""
+    context = jnp.asarray(context)
+    if not jnp.issubdtype(context.dtype, jnp.floating):
+        raise ValueError(f"the context must be a floating-point array, got dtype {context.dtype}")
+    if not isinstance(context, jax.core.Tracer) and not bool(jnp.isfinite(context).all()):
+        raise ValueError("the context has NaN or Inf values")
+    return context
+
+
 def to_numpyro(
     model: Xform | TorchXformDistribution, context: torch.Tensor | jax.Array | None = None, **settings
 ) -> XformDistribution:
@@ -171,7 +186,10 @@ def to_numpyro(
         model: an exact-likelihood model (flow, :class:`~pyro_xform.FlowMatching`,
             :class:`~pyro_xform.Diffusion`) or a distribution it returned.
         context: the conditioning vector of a conditional model, shape ``(..., context)``;
-            its batch shape becomes the distribution's.
+            its batch shape becomes the distribution's. A JAX context may be a traced value
+            (a parameter of a NumPyro model), so that the export is the likelihood of an
+            observation: ``numpyro.sample("x", to_numpyro(model, theta), obs=x)``; the
+            weights are copied anew at each trace.
         **settings: solver settings of a continuous-time model, as in calling it
             (``solver="rk4", steps=16``; fixed-step solvers are the fastest under NUTS).
 
@@ -192,6 +210,7 @@ def to_numpyro(
         Composable effects for flexible and accelerated probabilistic programming in NumPyro
         (Phan, Pradhan, Jankowiak, 2019, arXiv:1912.11554).
     """
+    jax_context = None
     if isinstance(model, Xform):
         if model.log_prob_kind != "exact":
             raise ValueError(
@@ -199,8 +218,10 @@ def to_numpyro(
                 "only exact families export to NumPyro"
             )
         if context is not None and not isinstance(context, torch.Tensor):
-            # Onto the model's device: a CUDA model would refuse a CPU context.
-            context = torch.as_tensor(jax.device_get(context), device=model.device)
+            jax_context = _jax_context(context)
+            # A stand-in of the same shape builds the torch distribution (a traced context
+            # has no values); on the model's device, as a CUDA model refuses a CPU one.
+            context = torch.zeros(jax_context.shape, dtype=model.base_loc.dtype, device=model.device)
         distribution = model(context, **settings)
     elif isinstance(model, TorchXformDistribution):
         if settings:
@@ -212,7 +233,10 @@ def to_numpyro(
         raise ValueError(f"to_numpyro takes a pyro_xform model or distribution, got {type(model).__name__}")
     if distribution.log_prob_kind != "exact":
         raise ValueError(f"the distribution's log_prob is {distribution.log_prob_kind!r}, not exact")
-    ctx = None if distribution.context is None else array(distribution.context)
+    if jax_context is not None:  # in the weights' dtype, as the torch model's own context
+        ctx = jax_context.astype(array(distribution.base_dist.mean).dtype)
+    else:
+        ctx = None if distribution.context is None else array(distribution.context)
     bijector = export_bijector(distribution.bijector, ctx)
     base = distribution.base_dist
     loc, scale = array(base.mean), array(base.stddev)
