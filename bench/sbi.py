@@ -17,9 +17,11 @@
    observations and exact references (quadrature, closed form) and the other tasks are
    skipped. ``flow+deepset`` (any estimator ``+`` an embedding name) trains the estimator
    with that embedding network of the observation, on tasks whose observation is a set
-   (SLCP: four 2-D draws). ``nle`` is our likelihood estimator (an NSF of x given theta) in the task's
-   Pyro model, sampled by NUTS (500 warm-up steps, ``--nuts`` draws). Published NPE figures
-   at 10^4 simulations (Lueckmann et al., 2021, arXiv:2101.04653) beside.
+   (SLCP: four 2-D draws). ``nle`` is our likelihood estimator of x given theta in the
+   task's Pyro model (the NSF or the MAF, whichever has the better validation likelihood;
+   ``nle:flow``, ``nle:maf`` take one), its posterior sampled by NumPyro's compiled NUTS
+   with its defaults (``--nuts`` draws). Published NPE figures at 10^4 simulations
+   (Lueckmann et al., 2021, arXiv:2101.04653) beside.
 2. Sequential rounds (``--only sequential``, ``--sequential flow nle``): truncated
    sequential NPE and sequential NLE (``pyro_xform.infer.train_rounds``, ``--rounds``
    rounds sharing ``--simulations``), one training per observation, against the amortized
@@ -177,26 +179,33 @@ def reference(task: str, x: torch.Tensor, draws: torch.Tensor | None, n: int, se
     return simulators.gaussian_linear_posterior(x).sample((n,))
 
 
-#: Chains of the likelihood estimator's NUTS.
+#: Chains of the likelihood estimator's NUTS in the sequential rounds' proposals (Pyro's).
 CHAINS = 10
 
 
 def _nle_draws(nle: LikelihoodEstimator, x_obs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """NUTS draws of the posterior with the learned likelihood under the task's prior
-    (``LikelihoodEstimator.sample_posterior``: ``CHAINS`` chains as one NUTS over a plate of
-    chains, started by sampling-importance resampling from the prior, as sbi starts its
-    chains, so that SLCP's four modes get chains of their own)."""
-    return nle.sample_posterior(x_obs, n, chains=CHAINS, seed=seed)
+    """NUTS draws of the posterior with the learned likelihood under the task's prior, by
+    NumPyro's compiled NUTS with its defaults (``pyro_xform.numpyro.sample_posterior``:
+    100 chains adapted one by one, started by sampling-importance resampling from the
+    prior, as sbi starts its chains, so that SLCP's four modes are weighted by many
+    chains)."""
+    from pyro_xform.numpyro import sample_posterior  # JAX only where the NLE runs
+
+    return sample_posterior(nle, x_obs, n, seed=seed)
 
 
 def train_ours(task, estimator, theta, x, args):
     """Train one of our estimators; returns (seconds, draw(x_obs, n, seed))."""
     model = TASKS[task][0]
-    if estimator == "nle":
-        nle = LikelihoodEstimator(model)
+    if estimator.startswith("nle"):  # "nle" chooses its family; "nle:maf" takes that one
+        _, _, family = estimator.partition(":")
+        nle = LikelihoodEstimator(model, *([family] if family else []))
         started = time.perf_counter()
         nle.train(theta=theta, x=x, progress=False, seed=0)
-        return time.perf_counter() - started, functools.partial(_nle_draws, nle)
+        seconds = time.perf_counter() - started
+        if nle.selection:
+            print(f"  {task}: the NLE's validation NLL by family {nle.selection}", flush=True)
+        return seconds, functools.partial(_nle_draws, nle)
     name, _, embedding = estimator.partition("+")
     if embedding:  # the observation as the set (or series) it is, for the embedding network
         if task not in SETS:
@@ -268,7 +277,7 @@ def sbi(args) -> None:
             else:
                 seconds, draw = train_ours(task, estimator, theta, x, args)
                 label = estimator
-            n = args.nuts if estimator == "nle" else args.samples
+            n = args.nuts if estimator.startswith("nle") else args.samples
             mean = score(task, draw, cases, n)
             print(f"{task:17s} {label:14s} {mean:6.3f} {seconds:8.0f}   {PUBLISHED[task]:.3f}", flush=True)
 
@@ -389,7 +398,7 @@ def main() -> None:
     parser.add_argument(
         "--estimators", nargs="+", default=[e for pair in COUNTERPART.items() for e in pair] + ["nle"]
     )
-    parser.add_argument("--nuts", type=int, default=2000, help="NUTS draws per observation for nle")
+    parser.add_argument("--nuts", type=int, default=5000, help="NUTS draws per observation for nle")
     parser.add_argument("--tasks", nargs="+", default=list(PUBLISHED), choices=list(PUBLISHED))
     parser.add_argument("--rounds", type=int, default=4, help="rounds of the sequential section")
     parser.add_argument("--sequential", nargs="+", default=["flow", "nle"], choices=["flow", "nle"])

@@ -206,11 +206,12 @@ def test_two_moons_reference_posterior_is_on_the_moons():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("estimator", ["flow", "flow_matching", "diffusion"])
+@pytest.mark.parametrize("estimator", ["flow", "maf", "flow_matching", "diffusion"])
 def test_posterior_estimators_recover_the_gaussian_linear_posterior(estimator):
     model = functools.partial(simulators.gaussian_linear, dim=2)
     kwargs = {
         "flow": dict(hidden=(32, 32), transforms=3),
+        "maf": dict(hidden=(32, 32), transforms=3),
         "flow_matching": dict(hidden=(64, 64)),
         "diffusion": dict(hidden=(64, 64)),
     }[estimator]
@@ -373,6 +374,38 @@ def test_likelihood_estimator_is_the_likelihood_of_a_pyro_model_under_nuts():
     assert draws.shape == (300, 2)
     assert torch.allclose(draws.mean(0), 4 * x_obs.sum(0) / 21, atol=0.15)
     assert torch.allclose(draws.std(0), torch.full((2,), 21**-0.5), rtol=0.35)
+
+
+def test_likelihood_estimator_keeps_the_candidate_with_the_best_validation_likelihood(tmp_path):
+    """Several estimators train on one validation split; the one of least validation NLL is
+    kept (and recorded with the others), later trainings continue it, and it saves alone."""
+    nle = LikelihoodEstimator(_noisy_identity, ("flow", "maf"), hidden=(8,), transforms=1)
+    assert nle.family is None and nle.selection == {}
+    result = nle.train(500, steps=40, progress=False, seed=0)
+    assert set(nle.selection) == {"flow", "maf"}
+    chosen = min(nle.selection, key=nle.selection.get)
+    assert type(nle.family).__name__ == {"flow": "NSF", "maf": "MAF"}[chosen]
+    assert result.best_val == nle.selection[chosen]
+    family = nle.family
+    nle.train(500, steps=2, progress=False, seed=1)
+    assert nle.family is family and set(nle.selection) == {"flow", "maf"}
+    nle.save(tmp_path / "nle.pt")
+    again = LikelihoodEstimator.load(tmp_path / "nle.pt", _noisy_identity)
+    assert type(again.family) is type(family)
+
+
+def test_likelihood_estimator_refuses_candidates_it_cannot_compare():
+    fm = px.FlowMatching(2, context=2, hidden=(8,))
+    before = {k: v.clone() for k, v in fm.state_dict().items()}
+    with pytest.raises(ValueError, match="not validated by its likelihood"):
+        LikelihoodEstimator(_noisy_identity, ("flow", fm)).train(100, steps=1, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in fm.state_dict().items())
+    with pytest.raises(ValueError, match="validation fraction"):
+        LikelihoodEstimator(_noisy_identity).train(100, steps=1, validation=None, progress=False)
+    with pytest.raises(ValueError, match="own objective"):
+        LikelihoodEstimator(_noisy_identity).train(100, steps=1, objective="mle", progress=False)
+    with pytest.raises(ValueError, match="non-empty"):
+        LikelihoodEstimator(_noisy_identity, [])
 
 
 def _hierarchical(x=None):

@@ -14,7 +14,7 @@ from torch.distributions import Distribution, biject_to
 
 from ..core import Xform, XformDistribution, is_count
 from ..fit import FitResult
-from .amortized import PosteriorEstimator
+from .amortized import ESTIMATORS, PosteriorEstimator
 
 __all__ = ["LikelihoodEstimator"]
 
@@ -41,19 +41,30 @@ class LikelihoodEstimator:
 
     The estimators are those of :class:`PosteriorEstimator` with the roles of the sites
     exchanged: ``"flow"`` (an NSF with residual conditioners, maximum likelihood
-    with early stopping), ``"flow_matching"``, ``"diffusion"`` or a built
-    conditional model (``features`` = observation size, ``context`` = parameter size).
-    The parameters are standardized by the simulations' mean and standard deviation
-    before they condition the family; the observations are the family's data.
+    with early stopping), ``"maf"`` (affine autoregressive layers, trained alike),
+    ``"flow_matching"``, ``"diffusion"`` or a built conditional model (``features`` =
+    observation size, ``context`` = parameter size). Given several, the first training
+    trains each on the same simulations and the same validation split and keeps the one
+    whose validation negative log-likelihood is lowest,
+
+    .. math:: \\hat q = \\arg\\min_{q} -\\frac{1}{|V|} \\sum_{(\\theta, x) \\in V} \\log q(x \\mid \\theta),
+
+    since no one family fits every simulator's likelihood best (:attr:`selection` keeps
+    the figures); the default chooses between the NSF and the MAF. The parameters are
+    standardized by the simulations' mean and standard deviation before they condition
+    the family; the observations are the family's data.
 
     Args:
         model: a Pyro model that samples the parameter sites and the observation site.
-        estimator: ``"flow"``, ``"flow_matching"``, ``"diffusion"`` or a built model.
+        estimator: ``"flow"``, ``"maf"``, ``"flow_matching"``, ``"diffusion"``, a built
+            model, or a sequence of them to choose from by validation likelihood (their
+            validation losses must be negative log-likelihoods: every named estimator's
+            is, and a built model's under maximum likelihood).
         parameters: the parameter site name(s); several are concatenated in this order.
         observed: the observation site name.
         device: where the estimator computes (default: where a new family is built).
         dtype: its floating-point dtype (default: the family's).
-        **family_kwargs: constructor arguments of the named family.
+        **family_kwargs: constructor arguments of the named families (every one of them).
 
     Examples:
         >>> import pyro, pyro.distributions as dist
@@ -72,7 +83,7 @@ class LikelihoodEstimator:
     def __init__(
         self,
         model: Callable,
-        estimator: str | Xform = "flow",
+        estimator: str | Xform | Sequence[str | Xform] = ("flow", "maf"),
         *,
         parameters: str | Sequence[str] = "theta",
         observed: str = "x",
@@ -80,18 +91,29 @@ class LikelihoodEstimator:
         dtype: torch.dtype | None = None,
         **family_kwargs,
     ) -> None:
-        # A posterior estimator of x given theta: the same training, standardization and
+        estimators = [estimator] if isinstance(estimator, (str, Xform)) else list(estimator)
+        if not estimators:
+            raise ValueError("give an estimator, or a non-empty sequence of them")
+        # Posterior estimators of x given theta: the same training, standardization and
         # placement, with nothing to truncate (the observations have no prior box).
-        self._estimator = PosteriorEstimator(
-            model,
-            estimator,
-            parameters=parameters,
-            observed=observed,
-            truncate=False,
-            device=device,
-            dtype=dtype,
-            **family_kwargs,
-        )
+        self._candidates = [
+            PosteriorEstimator(
+                model,
+                each,
+                parameters=parameters,
+                observed=observed,
+                truncate=False,
+                device=device,
+                dtype=dtype,
+                **family_kwargs,
+            )
+            for each in estimators
+        ]
+        self._estimator = self._candidates[0]
+        #: The validation negative log-likelihood of each candidate of the first training,
+        #: by estimator name (a built model by its class name); empty before it, and for
+        #: a single estimator.
+        self.selection: dict[str, float] = {}
 
     @property
     def model(self) -> Callable:
@@ -129,7 +151,8 @@ class LikelihoodEstimator:
 
     def to(self, device=None, dtype=None) -> LikelihoodEstimator:
         """Move the estimator to ``device`` and/or ``dtype`` (as :meth:`PosteriorEstimator.to`)."""
-        self._estimator.to(device, dtype)
+        for candidate in self._candidates:
+            candidate.to(device, dtype)
         return self
 
     def train(
@@ -144,13 +167,39 @@ class LikelihoodEstimator:
     ) -> FitResult:
         """Simulate ``num_simulations`` pairs (or take given ``theta``, ``x``) and train
         :math:`q_\\phi(x \\mid \\theta)`; ``fit_kwargs`` go to :func:`pyro_xform.fit` over
-        the estimator's defaults, as in :meth:`PosteriorEstimator.train`.
+        the estimator's defaults, as in :meth:`PosteriorEstimator.train`. With several
+        candidates, the first training trains each under one seed (so one validation
+        split), keeps the best by validation likelihood and returns its result; later
+        trainings continue the kept one.
 
         Raises:
-            ValueError: pairs with NaN or Inf values or mismatched rows.
+            ValueError: pairs with NaN or Inf values or mismatched rows; several candidates
+                without a validation fraction, or one whose validation is no likelihood.
         """
         theta, x = self._estimator.simulations(num_simulations, theta, x, seed)
-        return self._estimator.train(theta=x, x=theta, validation=validation, seed=seed, **fit_kwargs)
+        if len(self._candidates) == 1:
+            return self._estimator.train(theta=x, x=theta, validation=validation, seed=seed, **fit_kwargs)
+        if not isinstance(validation, float) or "objective" in fit_kwargs:
+            raise ValueError(
+                "choosing among estimators compares their validation likelihoods: give a "
+                "validation fraction and each estimator's own objective"
+            )
+        for candidate in self._candidates:
+            _check_validated_by_likelihood(candidate)
+        if seed is None:  # one seed for all: the same validation split
+            seed = int(torch.randint(2**31 - 1, ()))
+        results = [
+            candidate.train(theta=x, x=theta, validation=validation, seed=seed, **fit_kwargs)
+            for candidate in self._candidates
+        ]
+        best = min(range(len(results)), key=lambda i: results[i].best_val)
+        self.selection = {
+            _label(candidate): result.best_val
+            for candidate, result in zip(self._candidates, results, strict=True)
+        }
+        self._estimator = self._candidates[best]
+        self._candidates = [self._estimator]
+        return results[best]
 
     def save(self, path) -> None:
         """Save the trained estimator to ``path`` atomically (as
@@ -176,6 +225,7 @@ class LikelihoodEstimator:
         """
         estimator = cls.__new__(cls)
         estimator._estimator = PosteriorEstimator.load(path, model)
+        estimator._candidates, estimator.selection = [estimator._estimator], {}
         return estimator
 
     def likelihood(self, theta: Tensor, **settings) -> XformDistribution:
@@ -215,7 +265,8 @@ class LikelihoodEstimator:
         by the learned likelihood, as sbi starts its chains), so that separate modes get
         chains of their own. The prior is the parameter sites' distributions as the
         simulator draws them; for another prior, write the model with :meth:`likelihood`
-        at its observation site and run NUTS on it.
+        at its observation site and run NUTS on it. The same posterior by NumPyro's
+        compiled NUTS, many times faster, is :func:`pyro_xform.numpyro.sample_posterior`.
 
         Args:
             x_obs: one observation ``(d_x,)`` or ``m`` i.i.d. ones ``(m, d_x)``.
@@ -341,3 +392,23 @@ def _site_priors(model: Callable, names: Sequence[str]) -> list[tuple[str, Distr
             )
         priors.append((name, fn.to_event(len(fn.batch_shape)) if fn.batch_shape else fn))
     return priors
+
+
+def _label(estimator: PosteriorEstimator) -> str:
+    """A candidate's name in :attr:`LikelihoodEstimator.selection`."""
+    return estimator.estimator if isinstance(estimator.estimator, str) else type(estimator.estimator).__name__
+
+
+def _check_validated_by_likelihood(estimator: PosteriorEstimator) -> None:
+    """Refuse a candidate whose validation loss is not a negative log-likelihood (a
+    regression loss is on another scale: no comparison)."""
+    if isinstance(estimator.estimator, str):
+        objective = ESTIMATORS[estimator.estimator].objective
+        if objective == "mle" or getattr(objective, "validation", None) == "nll":
+            return
+    elif estimator.estimator.default_objective == "mle":
+        return
+    raise ValueError(
+        f"estimator {_label(estimator)!r} is not validated by its likelihood; choose among "
+        "estimators whose validation losses are negative log-likelihoods"
+    )

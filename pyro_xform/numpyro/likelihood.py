@@ -72,8 +72,8 @@ def sample_posterior(
     x_obs: torch.Tensor,
     n: int,
     *,
-    chains: int = 10,
-    warmup: int = 500,
+    chains: int = 100,
+    warmup: int = 200,
     candidates: int = 10_000,
     seed: int | None = None,
     **settings,
@@ -94,7 +94,11 @@ def sample_posterior(
         nle: a trained estimator whose family exports (see :func:`to_numpyro`).
         x_obs: one observation ``(d_x,)`` or ``m`` i.i.d. ones ``(m, d_x)``.
         n: the number of draws (the first ``ceil(n / chains)`` of every chain).
-        chains, warmup, candidates: as in :meth:`LikelihoodEstimator.sample_posterior`.
+        chains: chains, each adapted on its own; the default is as many as sbibm's
+            likelihood estimators run, so that the modes of a multimodal posterior are
+            weighted by many chains' starting points (fewer run faster).
+        warmup: warm-up steps of each chain (step size, diagonal mass matrix).
+        candidates: prior draws for the chains' starting points.
         seed: seeds the starting points and the chains.
         **settings: solver settings of a continuous-time family.
 
