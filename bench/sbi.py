@@ -3,25 +3,28 @@
     python bench/sbi.py [--simulations 10000] [--observations 5] [--samples 5000]
         [--tasks two_moons slcp ...] [--estimators flow NPE ...]
 
-1. The tasks two moons, Gaussian linear (10-D), SLCP and Gaussian mixture, written in Pyro
-   (``pyro_xform.infer.simulators``, from sbibm's definitions). One set of simulations per
-   task (seed 0) trains every estimator: ours with their defaults
+1. The tasks two moons, Gaussian linear (10-D), SLCP, Gaussian mixture, Bernoulli GLM
+   and SIR, written in Pyro (``pyro_xform.infer.simulators``, from sbibm's definitions).
+   One set of simulations per task (``--seed``, 0 by default, which also seeds every
+   training) trains every estimator: ours with their defaults
    (``pyro_xform.infer.ESTIMATORS``: ``flow`` = NPE with an NSF, ``flow_matching``,
-   ``diffusion``) and sbi's counterparts with theirs (``NPE``, its default MAF; ``FMPE``;
-   ``NPSE``). Each posterior is compared with the reference posterior by C2ST (sbibm's
-   classifier: an MLP of two 10-d layers, 5 folds) at sbibm's first ``--observations``
-   observations, ``--samples`` draws against as many reference draws; the mean is printed
-   with the training time. Observations and reference draws are the files that sbibm's
-   wheel ships (``pip install --no-deps sbibm``: its pinned sbi is older than ours, its
-   files are all we read); without it, two moons and Gaussian linear fall back to our own
-   observations and exact references (quadrature, closed form) and the other tasks are
-   skipped. ``flow+deepset`` (any estimator ``+`` an embedding name) trains the estimator
-   with that embedding network of the observation, on tasks whose observation is a set
-   (SLCP: four 2-D draws). ``nle`` is our likelihood estimator of x given theta in the
-   task's Pyro model (the NSF or the MAF, whichever has the better validation likelihood;
-   ``nle:flow``, ``nle:maf`` take one), its posterior sampled by NumPyro's compiled NUTS
-   with its defaults (``--nuts`` draws). Published NPE figures at 10^4 simulations
-   (Lueckmann et al., 2021, arXiv:2101.04653) beside.
+   ``diffusion``) and sbi's counterparts with theirs (``NPE``, its default MAF;
+   ``FMPE``; ``NPSE``). Each posterior is compared with the reference posterior by C2ST
+   (sbibm's classifier: an MLP of two 10-d layers, 5 folds) at sbibm's first
+   ``--observations`` observations, ``--samples`` draws against as many reference draws;
+   the mean is printed with the training time. Observations and reference draws are the
+   files that sbibm's wheel ships (``pip install --no-deps sbibm``: its pinned sbi is
+   older than ours, its files are all we read); without it, two moons and Gaussian
+   linear fall back to our own observations and exact references (quadrature, closed
+   form) and the other tasks are skipped. ``flow,maf`` is NPE by whichever of the two
+   has the better validation likelihood. ``flow+deepset`` (any estimator ``+`` an
+   embedding name) trains the estimator with that embedding network of the observation,
+   on tasks whose observation is a set (SLCP: four 2-D draws). ``nle`` is our likelihood
+   estimator of x given theta in the task's Pyro model (the NSF or the MAF, whichever
+   has the better validation likelihood; ``nle:flow``, ``nle:maf`` take one), its
+   posterior sampled by NumPyro's compiled NUTS with its defaults (``--nuts`` draws).
+   Published NPE figures at 10^4 simulations (Lueckmann et al., 2021, arXiv:2101.04653)
+   beside.
 2. Sequential rounds (``--only sequential``, ``--sequential flow nle``): truncated
    sequential NPE and sequential NLE (``pyro_xform.infer.train_rounds``, ``--rounds``
    rounds sharing ``--simulations``), one training per observation, against the amortized
@@ -201,7 +204,7 @@ def train_ours(task, estimator, theta, x, args):
         _, _, family = estimator.partition(":")
         nle = LikelihoodEstimator(model, *([family] if family else []))
         started = time.perf_counter()
-        nle.train(theta=theta, x=x, progress=False, seed=0)
+        nle.train(theta=theta, x=x, progress=False, seed=args.seed)
         seconds = time.perf_counter() - started
         if nle.selection:
             print(f"  {task}: the NLE's validation NLL by family {nle.selection}", flush=True)
@@ -211,10 +214,14 @@ def train_ours(task, estimator, theta, x, args):
         if task not in SETS:
             raise SystemExit(f"{estimator}: {task}'s observation is not a set ({sorted(SETS)} are)")
         x = x.reshape(len(x), *SETS[task])
-    pe = PosteriorEstimator(model, name, embedding=embedding or None)
+    # "flow,maf": the candidates the estimator chooses from by validation likelihood.
+    pe = PosteriorEstimator(
+        model, tuple(name.split(",")) if "," in name else name, embedding=embedding or None
+    )
     started = time.perf_counter()
-    pe.train(theta=theta, x=x, progress=False, seed=0)
+    result = pe.train(theta=theta, x=x, progress=False, seed=args.seed)
     seconds = time.perf_counter() - started
+    print(f"  {task}: {estimator}'s validation NLL {result.best_val:.3f}", flush=True)
 
     @torch.no_grad()
     def draw(x_obs, n, seed):
@@ -224,11 +231,11 @@ def train_ours(task, estimator, theta, x, args):
     return seconds, draw
 
 
-def train_sbi(task, name, theta, x):
+def train_sbi(task, name, theta, x, seed):
     """Train sbi's estimator ``name`` with its defaults; returns (seconds, draw)."""
     import sbi.inference
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     inference = getattr(sbi.inference, name)(prior=PRIORS[task](), show_progress_bars=False)
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # its "converged after n epochs"
@@ -266,13 +273,13 @@ def sbi(args) -> None:
             print(f"{task:17s} skipped: its reference posteriors need sbibm's files")
             continue
         model = TASKS[task][0]
-        theta, x = simulate(model, args.simulations, seed=0)
+        theta, x = simulate(model, args.simulations, seed=args.seed)
         for estimator in args.estimators:
             if estimator in COUNTERPART.values():
                 if not has_sbi:
                     print(f"{task:17s} sbi {estimator:10s} skipped: pip install sbi")
                     continue
-                seconds, draw = train_sbi(task, estimator, theta, x)
+                seconds, draw = train_sbi(task, estimator, theta, x, args.seed)
                 label = f"sbi {estimator}"
             else:
                 seconds, draw = train_ours(task, estimator, theta, x, args)
@@ -395,6 +402,7 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=10000)
     parser.add_argument("--observations", type=int, default=5)
     parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the simulations and every training")
     parser.add_argument(
         "--estimators", nargs="+", default=[e for pair in COUNTERPART.items() for e in pair] + ["nle"]
     )

@@ -394,6 +394,23 @@ def test_likelihood_estimator_keeps_the_candidate_with_the_best_validation_likel
     assert type(again.family) is type(family)
 
 
+def test_posterior_estimator_chooses_among_candidates_each_with_its_own_embedding():
+    embedding = torch.nn.Linear(2, 3)
+    before = embedding.weight.detach().clone()
+    pe = PosteriorEstimator(
+        simulators.two_moons, ("flow", "maf"), embedding=embedding, hidden=(8,), transforms=1
+    )
+    assert pe.estimator == ("flow", "maf")
+    pe.train(300, steps=20, progress=False, seed=0)
+    assert set(pe.selection) == {"flow", "maf"}
+    assert pe.estimator == min(pe.selection, key=pe.selection.get)
+    # Each candidate trained a copy of the module; the kept one's is the estimator's.
+    assert torch.equal(embedding.weight, before)
+    assert pe.family.embedding is pe.embedding and pe.embedding is not embedding
+    assert not torch.equal(pe.embedding.weight, before)
+    assert pe.posterior(torch.zeros(2)).sample((5,)).shape == (5, 2)
+
+
 def test_likelihood_estimator_refuses_candidates_it_cannot_compare():
     fm = px.FlowMatching(2, context=2, hidden=(8,))
     before = {k: v.clone() for k, v in fm.state_dict().items()}

@@ -4,6 +4,7 @@ on the pairs, and read off :math:`q(\\theta \\mid x)` for any observation."""
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -147,6 +148,26 @@ def simulate(
 
 
 # --------------------------------------------------------------------------- estimator
+def _label(estimator: str | Xform) -> str:
+    """A candidate's name in :attr:`PosteriorEstimator.selection`."""
+    return estimator if isinstance(estimator, str) else type(estimator).__name__
+
+
+def _check_validated_by_likelihood(estimator: str | Xform) -> None:
+    """Refuse a candidate whose validation loss is not a negative log-likelihood (a
+    regression loss is on another scale: no comparison)."""
+    if isinstance(estimator, str):
+        objective = ESTIMATORS[estimator].objective
+        if objective == "mle" or getattr(objective, "validation", None) == "nll":
+            return
+    elif estimator.default_objective == "mle":
+        return
+    raise ValueError(
+        f"estimator {_label(estimator)!r} is not validated by its likelihood; choose among "
+        "estimators whose validation losses are negative log-likelihoods"
+    )
+
+
 def _summary_size(embedding: str | nn.Module, d_x: int, dtype: torch.dtype) -> int:
     """The size of an embedding's summary: a named one's default, or a module's output on
     a probe where its parameters live (a module without parameters: the CPU, ``dtype``)."""
@@ -212,9 +233,15 @@ class PosteriorEstimator:
     ``"flow_matching"`` (flow-matching posterior estimation, :math:`\\theta`-space flow
     matching conditioned on :math:`x`) or ``"diffusion"``
     (score-based posterior estimation, denoising score matching, sampled and scored by its
-    probability-flow ODE) — or any conditional exact model. The observations are
-    standardized by the simulations' mean and standard deviation before they condition
-    the family.
+    probability-flow ODE), ``"maf"`` (affine autoregressive layers, trained as the flow)
+    — or any conditional exact model. Given several, the first training trains each on
+    the same simulations and the same validation split and keeps the one whose validation
+    negative log-likelihood is lowest (:attr:`selection` keeps the figures),
+
+    .. math:: \\hat q = \\arg\\min_{q} -\\frac{1}{|V|} \\sum_{(\\theta, x) \\in V} \\log q(\\theta \\mid x),
+
+    since no one family fits every simulator best. The observations are standardized by
+    the simulations' mean and standard deviation before they condition the family.
 
     Bounded priors (two moons' :math:`U(-1, 1)^2`, SLCP's :math:`U(-3, 3)^5`): the family
     learns :math:`\\theta` as it is, and the posterior is truncated to the prior's support
@@ -234,8 +261,11 @@ class PosteriorEstimator:
 
     Args:
         model: a Pyro model that samples the parameter sites and the observation site.
-        estimator: ``"flow"``, ``"flow_matching"``, ``"diffusion"`` or a built model
-            (``features`` = parameter size, ``context`` = observation size).
+        estimator: ``"flow"``, ``"maf"``, ``"flow_matching"``, ``"diffusion"``, a built
+            model (``features`` = parameter size, ``context`` = observation size), or a
+            sequence of them to choose from by validation likelihood (their validation
+            losses must be negative log-likelihoods: every named estimator's is, and a
+            built model's under maximum likelihood).
         parameters: the parameter site name(s).
         observed: the observation site name.
         truncate: truncate the posterior to the prior's support (above); ``False`` gives
@@ -254,7 +284,7 @@ class PosteriorEstimator:
             regression on a summary that is still training would be fixed on a random one).
         device: where the estimator computes (default: where a new family is built).
         dtype: its floating-point dtype (default: the family's).
-        **family_kwargs: constructor arguments of the named family.
+        **family_kwargs: constructor arguments of the named families (every one of them).
 
     Examples:
         >>> from pyro_xform.infer.simulators import gaussian_linear, two_moons
@@ -289,26 +319,38 @@ class PosteriorEstimator:
         dtype: torch.dtype | None = None,
         **family_kwargs,
     ) -> None:
-        if isinstance(estimator, str) and estimator not in ESTIMATORS:
-            raise ValueError(
-                f"unknown estimator {estimator!r}; choose from {sorted(ESTIMATORS)} or pass a model"
-            )
+        candidates = [estimator] if isinstance(estimator, (str, Xform)) else list(estimator)
+        if not candidates:
+            raise ValueError("give an estimator, or a non-empty sequence of them to choose from")
+        for each in candidates:
+            if not isinstance(each, (str, Xform)) or (isinstance(each, str) and each not in ESTIMATORS):
+                raise ValueError(
+                    f"unknown estimator {each!r}; choose from {sorted(ESTIMATORS)} or pass a model"
+                )
         if not isinstance(truncate, bool):
             raise ValueError(f"truncate must be True or False, got {truncate!r}")
-        self.model, self.estimator = model, estimator
+        self.model = model
+        #: the estimator's name or model; the candidates as a tuple until the first
+        #: training has chosen one
+        self.estimator: str | Xform | tuple[str | Xform, ...] = (
+            candidates[0] if len(candidates) == 1 else tuple(candidates)
+        )
         self.parameters, self.observed = _names(parameters), observed
         self.truncate = truncate
         if not (embedding is None or isinstance(embedding, nn.Module) or embedding in EMBEDDINGS):
             raise ValueError(
                 f"unknown embedding {embedding!r}; choose from {sorted(EMBEDDINGS)} or pass an nn.Module"
             )
-        if embedding is not None and isinstance(estimator, Xform):
+        if embedding is not None and any(isinstance(each, Xform) for each in candidates):
             raise ValueError("give a built model its embedding yourself (pyro_xform.Embedded)")
         self.embedding = embedding
         #: the observation's shape (set by training)
         self.x_shape: torch.Size | None = None
         self.family_kwargs = family_kwargs
-        self.family: Xform | None = estimator if isinstance(estimator, Xform) else None
+        self.family: Xform | None = self.estimator if isinstance(self.estimator, Xform) else None
+        #: the validation negative log-likelihood of each candidate by name (a built model
+        #: by its class name), from the training that chose among them; else empty
+        self.selection: dict[str, float] = {}
         #: the standardization of the observations (a :class:`~pyro_xform.transforms.Standardize`)
         self.x_standardizer: Standardize | None = None
         #: the prior's support (bounds as buffers), or ``None`` (unbounded, or not truncated)
@@ -444,12 +486,19 @@ class PosteriorEstimator:
         ``"flow"``, and for flow matching and diffusion by their exact likelihood, which
         also anneals their learning rate (``schedule="plateau"``). ``seed`` seeds the
         simulations, the family's initialization and the training, leaving the global
-        generators' streams as they were for the initialization.
+        generators' streams as they were for the initialization. With several candidates,
+        the first training simulates once, trains each under one seed (so on one
+        validation split), keeps the best by validation likelihood and returns its
+        result; later trainings continue the kept one.
 
         Raises:
             ValueError: pairs with NaN or Inf values, mismatched rows, or (with
-                ``truncate=True``) parameters outside the prior's support.
+                ``truncate=True``) parameters outside the prior's support; several
+                candidates without a validation fraction, or one whose validation is no
+                likelihood.
         """
+        if isinstance(self.estimator, tuple):
+            return self._choose(num_simulations, theta, x, validation, seed, fit_kwargs)
         given = x
         theta, x = self.simulations(num_simulations, theta, x, seed)
         if self.x_shape is None:  # the shape the family is built for, kept by later trainings
@@ -480,6 +529,46 @@ class PosteriorEstimator:
             seed=seed,
             **fit_kwargs,
         )
+
+    def _choose(self, num_simulations, theta, x, validation, seed, fit_kwargs) -> FitResult:
+        """The first training with several candidates: each trains on the same simulations
+        under one seed (so on one validation split), and the one of least validation
+        negative log-likelihood becomes the estimator; returns its result."""
+        if not isinstance(validation, float) or "objective" in fit_kwargs:
+            raise ValueError(
+                "choosing among estimators compares their validation likelihoods: give a "
+                "validation fraction and each estimator's own objective"
+            )
+        for each in self.estimator:
+            _check_validated_by_likelihood(each)
+        if seed is None:  # one seed for all: the same validation split
+            seed = int(torch.randint(2**31 - 1, ()))
+        if theta is None or x is None:  # simulated once, for all
+            theta, x = self.simulations(num_simulations, theta, x, seed)
+        trained = []
+        for each in self.estimator:
+            candidate = PosteriorEstimator(
+                self.model,
+                each,
+                parameters=self.parameters,
+                observed=self.observed,
+                truncate=self.truncate,
+                embedding=copy.deepcopy(self.embedding),  # a module of its own for each
+                device=self._device,
+                dtype=self._dtype,
+                **self.family_kwargs,
+            )
+            result = candidate.train(theta=theta, x=x, validation=validation, seed=seed, **fit_kwargs)
+            trained.append((candidate, result))
+        self.selection = {_label(c.estimator): r.best_val for c, r in trained}
+        best, result = min(trained, key=lambda pair: pair[1].best_val)
+        self.estimator, self.embedding, self.family = best.estimator, best.embedding, best.family
+        self.x_shape, self.x_standardizer, self.prior_support = (
+            best.x_shape,
+            best.x_standardizer,
+            best.prior_support,
+        )
+        return result
 
     def _observation_shape(self, given: Tensor | None, d_x: int) -> torch.Size:
         """The shape of one observation, which an embedding network reads: a given ``x``'s

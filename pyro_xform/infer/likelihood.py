@@ -14,7 +14,7 @@ from torch.distributions import Distribution, biject_to
 
 from ..core import Xform, XformDistribution, is_count
 from ..fit import FitResult
-from .amortized import ESTIMATORS, PosteriorEstimator
+from .amortized import PosteriorEstimator
 
 __all__ = ["LikelihoodEstimator"]
 
@@ -91,29 +91,26 @@ class LikelihoodEstimator:
         dtype: torch.dtype | None = None,
         **family_kwargs,
     ) -> None:
-        estimators = [estimator] if isinstance(estimator, (str, Xform)) else list(estimator)
-        if not estimators:
-            raise ValueError("give an estimator, or a non-empty sequence of them")
-        # Posterior estimators of x given theta: the same training, standardization and
-        # placement, with nothing to truncate (the observations have no prior box).
-        self._candidates = [
-            PosteriorEstimator(
-                model,
-                each,
-                parameters=parameters,
-                observed=observed,
-                truncate=False,
-                device=device,
-                dtype=dtype,
-                **family_kwargs,
-            )
-            for each in estimators
-        ]
-        self._estimator = self._candidates[0]
-        #: The validation negative log-likelihood of each candidate of the first training,
-        #: by estimator name (a built model by its class name); empty before it, and for
-        #: a single estimator.
-        self.selection: dict[str, float] = {}
+        # A posterior estimator of x given theta: the same training, standardization,
+        # choice among candidates and placement, with nothing to truncate (the observations
+        # have no prior box).
+        self._estimator = PosteriorEstimator(
+            model,
+            estimator,
+            parameters=parameters,
+            observed=observed,
+            truncate=False,
+            device=device,
+            dtype=dtype,
+            **family_kwargs,
+        )
+
+    @property
+    def selection(self) -> dict[str, float]:
+        """The validation negative log-likelihood of each candidate of the first training,
+        by estimator name (a built model by its class name); empty before it, and for a
+        single estimator."""
+        return self._estimator.selection
 
     @property
     def model(self) -> Callable:
@@ -151,8 +148,7 @@ class LikelihoodEstimator:
 
     def to(self, device=None, dtype=None) -> LikelihoodEstimator:
         """Move the estimator to ``device`` and/or ``dtype`` (as :meth:`PosteriorEstimator.to`)."""
-        for candidate in self._candidates:
-            candidate.to(device, dtype)
+        self._estimator.to(device, dtype)
         return self
 
     def train(
@@ -167,39 +163,15 @@ class LikelihoodEstimator:
     ) -> FitResult:
         """Simulate ``num_simulations`` pairs (or take given ``theta``, ``x``) and train
         :math:`q_\\phi(x \\mid \\theta)`; ``fit_kwargs`` go to :func:`pyro_xform.fit` over
-        the estimator's defaults, as in :meth:`PosteriorEstimator.train`. With several
-        candidates, the first training trains each under one seed (so one validation
-        split), keeps the best by validation likelihood and returns its result; later
-        trainings continue the kept one.
+        the estimator's defaults, as in :meth:`PosteriorEstimator.train` (which chooses
+        among several candidates).
 
         Raises:
             ValueError: pairs with NaN or Inf values or mismatched rows; several candidates
                 without a validation fraction, or one whose validation is no likelihood.
         """
         theta, x = self._estimator.simulations(num_simulations, theta, x, seed)
-        if len(self._candidates) == 1:
-            return self._estimator.train(theta=x, x=theta, validation=validation, seed=seed, **fit_kwargs)
-        if not isinstance(validation, float) or "objective" in fit_kwargs:
-            raise ValueError(
-                "choosing among estimators compares their validation likelihoods: give a "
-                "validation fraction and each estimator's own objective"
-            )
-        for candidate in self._candidates:
-            _check_validated_by_likelihood(candidate)
-        if seed is None:  # one seed for all: the same validation split
-            seed = int(torch.randint(2**31 - 1, ()))
-        results = [
-            candidate.train(theta=x, x=theta, validation=validation, seed=seed, **fit_kwargs)
-            for candidate in self._candidates
-        ]
-        best = min(range(len(results)), key=lambda i: results[i].best_val)
-        self.selection = {
-            _label(candidate): result.best_val
-            for candidate, result in zip(self._candidates, results, strict=True)
-        }
-        self._estimator = self._candidates[best]
-        self._candidates = [self._estimator]
-        return results[best]
+        return self._estimator.train(theta=x, x=theta, validation=validation, seed=seed, **fit_kwargs)
 
     def save(self, path) -> None:
         """Save the trained estimator to ``path`` atomically (as
@@ -225,7 +197,6 @@ class LikelihoodEstimator:
         """
         estimator = cls.__new__(cls)
         estimator._estimator = PosteriorEstimator.load(path, model)
-        estimator._candidates, estimator.selection = [estimator._estimator], {}
         return estimator
 
     def likelihood(self, theta: Tensor, **settings) -> XformDistribution:
@@ -392,23 +363,3 @@ def _site_priors(model: Callable, names: Sequence[str]) -> list[tuple[str, Distr
             )
         priors.append((name, fn.to_event(len(fn.batch_shape)) if fn.batch_shape else fn))
     return priors
-
-
-def _label(estimator: PosteriorEstimator) -> str:
-    """A candidate's name in :attr:`LikelihoodEstimator.selection`."""
-    return estimator.estimator if isinstance(estimator.estimator, str) else type(estimator.estimator).__name__
-
-
-def _check_validated_by_likelihood(estimator: PosteriorEstimator) -> None:
-    """Refuse a candidate whose validation loss is not a negative log-likelihood (a
-    regression loss is on another scale: no comparison)."""
-    if isinstance(estimator.estimator, str):
-        objective = ESTIMATORS[estimator.estimator].objective
-        if objective == "mle" or getattr(objective, "validation", None) == "nll":
-            return
-    elif estimator.estimator.default_objective == "mle":
-        return
-    raise ValueError(
-        f"estimator {_label(estimator)!r} is not validated by its likelihood; choose among "
-        "estimators whose validation losses are negative log-likelihoods"
-    )
