@@ -182,10 +182,6 @@ def reference(task: str, x: torch.Tensor, draws: torch.Tensor | None, n: int, se
     return simulators.gaussian_linear_posterior(x).sample((n,))
 
 
-#: Chains of the likelihood estimator's NUTS in the sequential rounds' proposals (Pyro's).
-CHAINS = 10
-
-
 def _nle_draws(nle: LikelihoodEstimator, x_obs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """NUTS draws of the posterior with the learned likelihood under the task's prior, by
     NumPyro's compiled NUTS with its defaults (``pyro_xform.numpyro.sample_posterior``:
@@ -292,7 +288,8 @@ def sbi(args) -> None:
 def sequential(args) -> None:
     """Sequential rounds (``train_rounds``), one training per observation, at the total
     number of simulations of section 1's amortized rows (compare with those): truncated
-    sequential NPE (``flow``) and sequential NLE (``nle``, proposals by NUTS)."""
+    sequential NPE (``flow``) and sequential NLE (``nle``, proposals by NumPyro's
+    compiled NUTS)."""
     print(
         f"\nSequential rounds ({args.rounds} x {args.simulations // args.rounds} simulations; NPE: "
         f"truncated prior, NLE: posterior) against one amortized round of {args.simulations}: "
@@ -323,7 +320,9 @@ def _rounds(model, estimator: str, x_obs: torch.Tensor, args):
     n = args.simulations // args.rounds
     if estimator == "nle":
         nle = LikelihoodEstimator(model)
-        train_rounds(nle, x_obs, rounds=args.rounds, num_simulations=n, seed=0, sampler={"chains": CHAINS})
+        from pyro_xform.numpyro import sample_posterior  # the proposals by compiled NUTS
+
+        train_rounds(nle, x_obs, rounds=args.rounds, num_simulations=n, seed=0, sampler=sample_posterior)
         return functools.partial(_nle_draws, nle)
     pe = PosteriorEstimator(model, estimator)
     train_rounds(pe, x_obs, rounds=args.rounds, num_simulations=n, seed=0)

@@ -106,3 +106,24 @@ def test_likelihood_rounds_propose_from_the_posterior():
     npe = PosteriorEstimator(GL2, "flow", hidden=(8,), transforms=1)
     with pytest.raises(ValueError, match="sampler"):
         train_rounds(npe, x_obs, sampler=sampler)
+
+
+def test_likelihood_rounds_take_a_sampling_function():
+    """A function of (estimator, x_obs, n, seed=...) proposes instead of Pyro's NUTS (as
+    pyro_xform.numpyro.sample_posterior does); its draws are the next round's parameters,
+    and a function that returns the wrong shape is refused before the round trains."""
+    nle = LikelihoodEstimator(GL2, "flow", hidden=(8,), transforms=1)
+    calls = []
+
+    def sampler(estimator, x_obs, n, *, seed):
+        calls.append((estimator, n, seed))
+        return torch.full((n, 2), 0.25)
+
+    x_obs = torch.tensor([0.5, 0.5])
+    settings = dict(num_simulations=50, steps=2, progress=False, seed=3)
+    train_rounds(nle, x_obs, rounds=3, sampler=sampler, **settings)
+    assert calls == [(nle, 50, 4), (nle, 50, 5)]
+    with pytest.raises(ValueError, match=r"shape \(50, d_theta\)"):
+        train_rounds(nle, x_obs, rounds=2, sampler=lambda e, x, n, seed: torch.zeros(n, 3), **settings)
+    with pytest.raises(ValueError, match="dict of settings or a function"):
+        train_rounds(nle, x_obs, sampler=[1], **settings)
