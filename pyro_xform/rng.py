@@ -15,7 +15,22 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["fixed_seed", "get_rng_states", "set_rng_states"]
+__all__ = ["draw_seed", "fixed_seed", "get_rng_states", "set_rng_states"]
+
+
+def draw_seed() -> int:
+    """A seed drawn from torch's global CPU generator, for work that needs one seed shared
+    by several steps (one validation split for several trainings, one stream for a
+    sampler) where the caller gave none: reproducible under ``torch.manual_seed``.
+
+    Examples:
+        >>> _ = torch.manual_seed(0)
+        >>> a = draw_seed()
+        >>> _ = torch.manual_seed(0)
+        >>> a == draw_seed()
+        True
+    """
+    return int(torch.randint(2**31 - 1, ()))
 
 
 def _accelerator(device: torch.device) -> bool:

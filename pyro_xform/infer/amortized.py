@@ -19,7 +19,7 @@ from ..families import FAMILIES, Embedded
 from ..fit import FitResult, fit
 from ..nn.embedding import EMBEDDINGS
 from ..objectives import ConditionalFlowMatching, DenoisingScoreMatching, Objective
-from ..rng import fixed_seed
+from ..rng import draw_seed, fixed_seed
 from ..transforms import Standardize
 from .truncation import ToBox, TruncatedPosterior, prior_bounds
 
@@ -542,7 +542,7 @@ class PosteriorEstimator:
         for each in self.estimator:
             _check_validated_by_likelihood(each)
         if seed is None:  # one seed for all: the same validation split
-            seed = int(torch.randint(2**31 - 1, ()))
+            seed = draw_seed()
         if theta is None or x is None:  # simulated once, for all
             theta, x = self.simulations(num_simulations, theta, x, seed)
         trained = []

@@ -15,7 +15,7 @@ from numpyro.infer import MCMC, NUTS
 
 from ..core import is_count
 from ..infer import LikelihoodEstimator
-from ..rng import fixed_seed
+from ..rng import draw_seed, fixed_seed
 from .distributions import numpyro_distribution
 from .export import XformDistribution, export_bijector, to_numpyro
 from .nn import array
@@ -130,7 +130,7 @@ def sample_posterior(
     x_obs = nle.check_observations(x_obs)
     priors = [(name, fn, numpyro_distribution(fn)) for name, fn in nle.prior_sites()]
     if seed is None:
-        seed = int(torch.randint(2**31 - 1, ()))
+        seed = draw_seed()
     with fixed_seed(nle.device, seed):
         start = nle.starting_points(x_obs, chains, candidates)
     # In JAX's default float (float64 under jax_enable_x64), as NUTS's own state is.
