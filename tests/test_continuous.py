@@ -635,3 +635,16 @@ def test_film_field_divergence_is_the_jacobian_trace(per_row_time):
     jac = torch.func.vmap(torch.func.jacrev(lambda y, s, k: net(y, s, k)))(x, t.expand(4), c)
     assert torch.allclose(v, net(x, t, c))
     assert torch.allclose(div, jac.diagonal(dim1=-2, dim2=-1).sum(-1), atol=1e-10)
+
+
+def test_continuous_families_vector_fields_are_film_modulated_by_default_and_the_unet_is_not():
+    from pyro_xform.infer import ESTIMATORS
+
+    assert px.FlowMatching(2, hidden=(8,)).network.film is not None
+    assert px.FlowMatching(2, hidden=(8,), film=False).network.film is None
+    assert px.Diffusion(2, hidden=(8,)).network.film is not None
+    for family in (px.FlowMatching, px.Diffusion):
+        assert not hasattr(family((1, 8, 8), channels=8).network, "film")
+    # The posterior estimators keep the field they were measured with.
+    assert ESTIMATORS["flow_matching"].family_defaults["film"] is False
+    assert ESTIMATORS["diffusion"].family_defaults["film"] is False

@@ -61,7 +61,7 @@ def field_network(
     activation: str,
     time_features: int,
     zero_last: bool,
-    film: bool,
+    film: bool | None,
     channels: int,
     attention: bool,
 ) -> nn.Module:
@@ -69,8 +69,8 @@ def field_network(
     :class:`~pyro_xform.nn.TimeUNet` (``channels`` wide, self-attention if ``attention``)
     for an image event shape ``(C, H, W)`` under ``architecture="image"``, or under
     ``"auto"`` where ``H, W >= 8`` (:func:`~pyro_xform.nn.image_network`); else a
-    :class:`~pyro_xform.nn.TimeMLP` (``hidden``, ``activation``, ``film``; its output layer
-    at zero if ``zero_last``).
+    :class:`~pyro_xform.nn.TimeMLP` (``hidden``, ``activation``, ``film``, where ``None``
+    means on for the MLP; its output layer at zero if ``zero_last``).
 
     Raises:
         ValueError: an unknown architecture, a U-Net asked for a shape that is not an
@@ -81,6 +81,7 @@ def field_network(
         if film:
             raise ValueError("film modulates the MLP's layers; the U-Net embeds the time in every block")
         return TimeUNet(shape, context, channels=channels, attention=attention, time_features=time_features)
+    film = True if film is None else film
     return TimeMLP(shape.numel(), context, hidden, activation, time_features, zero_last, film)
 
 

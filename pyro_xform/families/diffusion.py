@@ -207,8 +207,10 @@ class Diffusion(ContinuousTimeXform):
             (mean, std) of :math:`\\log\\tilde\\sigma`, truncated to the path's range.
             Default: ``"lognormal"`` for ``"edm"``, ``"uniform"`` else.
         lognormal: (mean, std) of the log noise level for ``time_sampling="lognormal"``.
-        film: modulate every hidden layer of the network by the time and context (see
-            :class:`~pyro_xform.nn.TimeMLP`).
+        film: modulate every hidden layer of the MLP network by the time and context (see
+            :class:`~pyro_xform.nn.TimeMLP`). ``None`` (default): on for the MLP (vectors),
+            off for the U-Net (which embeds the time in every block itself); it measured
+            better on the 2-D sets and on digits (``bench/MEASUREMENTS.md``).
         guidance_dropout: probability of training on the null context (classifier-free
             guidance, :mod:`pyro_xform.families.guidance`); a guided model is standardized
             by statistics that do not depend on the context (marginal, or per channel on images),
@@ -258,7 +260,7 @@ class Diffusion(ContinuousTimeXform):
         attention: bool = False,
         gaussian_skip: bool | None = None,
         lognormal: tuple[float, float] = (-1.0, 1.6),
-        film: bool = False,
+        film: bool | None = None,
         guidance_dropout: float = 0.0,
         guidance: float = 1.0,
         **ode_changes: Any,
