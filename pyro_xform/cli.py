@@ -30,7 +30,7 @@ DEMO = {
     "NSF": dict(kwargs={}, lr=5e-3, step_factor=1),
     "MAF": dict(kwargs={}, lr=5e-3, step_factor=1),
     "RealNVP": dict(kwargs={}, lr=5e-3, step_factor=1),
-    "IAF": dict(kwargs={"transforms": 4}, lr=5e-3, step_factor=1),
+    "IAF": dict(kwargs={}, lr=5e-3, step_factor=1),
     "FlowMatching": dict(kwargs={}, lr=5e-3, step_factor=3),
     "Diffusion": dict(kwargs={}, lr=5e-3, step_factor=3),
     "VAE": dict(kwargs={"latent": 2, "hidden": (128, 128)}, lr=2e-3, step_factor=1),
