@@ -222,15 +222,15 @@ class _RQDensity(torch.autograd.Function):
         ladj = torch.log(r * r / q).mul_(inside)
         # Intermediates, neither inputs nor outputs: kept on ctx, which skips save_for_backward's checks.
         ctx.saved = (inside, at, pair, soft, torch.sigmoid(raw), xi, om, t, xi2, om2, s, wk, hk)
-        ctx.more = (d0, d1, c2, den, a, q, a_den)
+        ctx.saved += (d0, d1, c2, den, a, q, a_den)
         ctx.spline = spline
         return z, ladj
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gz: Tensor, gl: Tensor):
-        inside, at, pair, soft, sig, xi, om, t, xi2, om2, s, wk, hk = ctx.saved
-        d0, d1, c2, den, a, q, a_den = ctx.more
+        inside, at, pair, soft, sig, xi, om, t, xi2, om2, s, wk, hk, *more = ctx.saved
+        d0, d1, c2, den, a, q, a_den = more
         K, m = ctx.spline.bins, xi.shape[0]
         gz_in, gl_in = gz * inside, gl * inside
         # d/d(xi, s, d0, d1) of z = y0 + hk a / den and of ladj = 2 log den - 2 log s - log q:
