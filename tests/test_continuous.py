@@ -657,6 +657,47 @@ def test_film_field_divergence_is_the_jacobian_trace(per_row_time):
     assert torch.allclose(div, jac.diagonal(dim1=-2, dim2=-1).sum(-1), atol=1e-10)
 
 
+@pytest.mark.parametrize("film", [False, True])
+def test_field_dropout_acts_in_training_only_and_its_divergence_is_exact(film):
+    """A dropped field's divergence is that of the same draw of the mask; outside training
+    the field is the one without dropout."""
+    from pyro_xform.nn import TimeMLP
+
+    torch.manual_seed(0)
+    net = TimeMLP(3, hidden=(16, 16), film=film, dropout=0.5).double()
+    plain = TimeMLP(3, hidden=(16, 16), film=film).double()
+    plain.load_state_dict(net.state_dict())
+    x, t = torch.randn(4, 3, dtype=torch.float64), torch.tensor(0.4, dtype=torch.float64)
+
+    def dropped(y):
+        torch.manual_seed(1)
+        return net.forward_and_divergence(y, t, divergence=False)[0]
+
+    torch.manual_seed(1)
+    v, div = net.forward_and_divergence(x, t)
+    jac = torch.func.jacrev(dropped)(x).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+    assert torch.allclose(v, dropped(x))
+    assert torch.allclose(div, jac.diagonal(dim1=-2, dim2=-1).sum(-1), atol=1e-10)
+    assert not torch.allclose(v, plain(x, t))
+    net.eval()
+    assert torch.equal(net(x, t), plain(x, t))
+    assert torch.allclose(net.forward_and_divergence(x, t)[1], plain.forward_and_divergence(x, t)[1])
+    # An ODE solve sees one field: dropout rests inside it, in training too.
+    model = px.FlowMatching(2, hidden=(8,), dropout=0.5).double()
+    with torch.no_grad():  # a field away from its start, where it is zero in places
+        for parameter in model.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    x = torch.randn(5, 2, dtype=torch.float64)
+    assert model.training and model.network.net.rest.dropout0.training
+    training = model().log_prob(x)
+    assert model.network.net.rest.dropout0.training
+    model.eval()
+    assert torch.equal(training, model().log_prob(x))
+    with pytest.raises(ValueError, match="dropout"):
+        px.FlowMatching(2, dropout=1.0)
+    assert px.Diffusion((1, 8, 8), channels=8, dropout=0.1).network.down[0].dropout.p == 0.1
+
+
 def test_continuous_families_vector_fields_are_film_modulated_by_default_and_the_unet_is_not():
     from pyro_xform.infer import ESTIMATORS
 

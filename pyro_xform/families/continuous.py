@@ -64,13 +64,15 @@ def field_network(
     film: bool | None,
     channels: int,
     attention: bool,
+    dropout: float = 0.0,
 ) -> nn.Module:
     """The network of a continuous-time family's field, on the flat view of its data: a
     :class:`~pyro_xform.nn.TimeUNet` (``channels`` wide, self-attention if ``attention``)
     for an image event shape ``(C, H, W)`` under ``architecture="image"``, or under
     ``"auto"`` where ``H, W >= 8`` (:func:`~pyro_xform.nn.image_network`); else a
     :class:`~pyro_xform.nn.TimeMLP` (``hidden``, ``activation``, ``film``, where ``None``
-    means on for the MLP; its output layer at zero if ``zero_last``).
+    means on for the MLP; its output layer at zero if ``zero_last``). Either network
+    drops its hidden units in training with probability ``dropout``.
 
     Raises:
         ValueError: an unknown architecture, a U-Net asked for a shape that is not an
@@ -80,9 +82,16 @@ def field_network(
     if image_network(shape, architecture):
         if film:
             raise ValueError("film modulates the MLP's layers; the U-Net embeds the time in every block")
-        return TimeUNet(shape, context, channels=channels, attention=attention, time_features=time_features)
+        return TimeUNet(
+            shape,
+            context,
+            channels=channels,
+            attention=attention,
+            time_features=time_features,
+            dropout=dropout,
+        )
     film = True if film is None else film
-    return TimeMLP(shape.numel(), context, hidden, activation, time_features, zero_last, film)
+    return TimeMLP(shape.numel(), context, hidden, activation, time_features, zero_last, film, dropout)
 
 
 class ContinuousTimeXform(Xform):

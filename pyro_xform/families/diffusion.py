@@ -211,6 +211,10 @@ class Diffusion(ContinuousTimeXform):
             :class:`~pyro_xform.nn.TimeMLP`). ``None`` (default): on for the MLP (vectors),
             off for the U-Net (which embeds the time in every block itself); it measured
             better on the 2-D sets and on digits (``bench/MEASUREMENTS.md``).
+        dropout: the probability of dropping each hidden unit of the field network in
+            training (:class:`~pyro_xform.nn.TimeMLP`, or the U-Net's residual blocks). A
+            regularizer for a large field on few data, which otherwise memorizes its
+            training points (digits: ``bench/MEASUREMENTS.md``); 0 (default) on plentiful data.
         guidance_dropout: probability of training on the null context (classifier-free
             guidance, :mod:`pyro_xform.families.guidance`); a guided model is standardized
             by statistics that do not depend on the context (marginal, or per channel on images),
@@ -261,6 +265,7 @@ class Diffusion(ContinuousTimeXform):
         gaussian_skip: bool | None = None,
         lognormal: tuple[float, float] = (-1.0, 1.6),
         film: bool | None = None,
+        dropout: float = 0.0,
         guidance_dropout: float = 0.0,
         guidance: float = 1.0,
         **ode_changes: Any,
@@ -301,6 +306,7 @@ class Diffusion(ContinuousTimeXform):
             film=film,
             channels=channels,
             attention=attention,
+            dropout=dropout,
         )
         super().__init__(
             features,

@@ -184,6 +184,10 @@ class FlowMatching(ContinuousTimeXform):
             (which embeds the time in every block itself). It costs about a third more per
             step and measured better at equal steps on every 2-D set tried and equal on
             digits (``bench/MEASUREMENTS.md``).
+        dropout: the probability of dropping each hidden unit of the field network in
+            training (:class:`~pyro_xform.nn.TimeMLP`, or the U-Net's residual blocks). A
+            regularizer for a large field on few data, which otherwise memorizes its
+            training points (digits: ``bench/MEASUREMENTS.md``); 0 (default) on plentiful data.
         time_sampling: the training times: ``"uniform"``, or ``"ramp"`` with density
             :math:`2t`, twice the effort at the data end as at the noise end. Sharp
             low-dimensional data gains from it, high-dimensional data loses
@@ -222,6 +226,7 @@ class FlowMatching(ContinuousTimeXform):
         standardize: bool | str = "auto",
         gaussian_skip: bool = False,
         film: bool | None = None,
+        dropout: float = 0.0,
         time_sampling: str = "uniform",
         architecture: str = "auto",
         channels: int = 32,
@@ -250,6 +255,7 @@ class FlowMatching(ContinuousTimeXform):
             film=film,
             channels=channels,
             attention=attention,
+            dropout=dropout,
         )
         super().__init__(
             features,

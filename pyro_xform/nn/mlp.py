@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -60,6 +61,17 @@ class Residual(nn.Module):
         return h + self.body(h)
 
 
+def _with_dropout(layers: list[nn.Module], p: float) -> OrderedDict[str, nn.Module]:
+    """The layers by their positions' names, with dropout after each but the last; the
+    dropouts are named apart, so the parameters' names do not depend on ``p``."""
+    named: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, layer in enumerate(layers):
+        named[str(i)] = layer
+        if p and i < len(layers) - 1 and not isinstance(layer, nn.Linear):
+            named[f"dropout{i}"] = nn.Dropout(p)
+    return named
+
+
 class MLP(nn.Module):
     """Multilayer perceptron :math:`\\mathbb{R}^{n} \\times \\mathbb{R}^{c} \\to \\mathbb{R}^{m}`.
 
@@ -78,6 +90,8 @@ class MLP(nn.Module):
         zero_last: initialize the last layer to zero, so a transform built on it starts at
             the identity.
         residual: use residual blocks.
+        dropout: the probability of zeroing each hidden unit in training, after every
+            activation (after every block with ``residual``); 0 for none.
 
     Examples:
         >>> net = MLP(2, 3, hidden=(8,), context=1)
@@ -96,6 +110,7 @@ class MLP(nn.Module):
         activation: str = "relu",
         zero_last: bool = True,
         residual: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         hidden = tuple(hidden)
@@ -103,6 +118,8 @@ class MLP(nn.Module):
             raise ValueError("hidden must name at least one layer size")
         if residual and len(set(hidden)) != 1:
             raise ValueError(f"residual blocks share one width; got hidden={hidden}")
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         # With no inputs (a 1-D coupling) the first layer is a learned bias alone.
         self.first = nn.Linear(in_features, hidden[0]) if in_features else None
         self.first_bias = None if in_features else nn.Parameter(torch.zeros(hidden[0]))
@@ -119,7 +136,7 @@ class MLP(nn.Module):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
         layers.append(last)
-        self.rest = nn.Sequential(*layers)
+        self.rest = nn.Sequential(_with_dropout(layers, dropout))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         if self.first is None:
@@ -273,6 +290,7 @@ class TimeMLP(nn.Module):
         time_features: size of the Fourier time embedding.
         zero_last: start the output layer at zero (the field starts as the zero function).
         film: modulate every hidden layer by the time and context.
+        dropout: dropout after every hidden activation in training (see :class:`MLP`).
 
     Examples:
         >>> net = TimeMLP(2, context=3, hidden=(16,))
@@ -293,6 +311,7 @@ class TimeMLP(nn.Module):
         time_features: int = 16,
         zero_last: bool = False,
         film: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.time = TimeEmbedding(time_features)
@@ -303,6 +322,7 @@ class TimeMLP(nn.Module):
             context=self.time.out_features + context,
             activation=activation,
             zero_last=zero_last,
+            dropout=dropout,
         )
         self.features, self.context_features = features, context
         self.widths = tuple(hidden)
@@ -366,6 +386,11 @@ class TimeMLP(nn.Module):
                 h = layer(a)
                 tangent = None if tangent is None else tangent @ layer.weight.T
                 h, tangent = _modulated(h, tangent, next(modulations))
+            elif isinstance(layer, nn.Dropout):
+                if self.training:  # one mask for the units and their tangents
+                    keep = layer(torch.ones_like(a))
+                    a = a * keep
+                    tangent = None if tangent is None else tangent * keep[..., None, :]
             else:
                 a = layer(h)
                 if tangent is not None:

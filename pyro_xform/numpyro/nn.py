@@ -54,6 +54,7 @@ def _layers(modules) -> tuple:
         if isinstance(m, tnn.Residual)
         else ("act", _activation(m))
         for m in modules
+        if not isinstance(m, nn.Dropout)  # the identity outside training
     )
 
 

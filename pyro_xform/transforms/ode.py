@@ -3,6 +3,7 @@ instantaneous change of variables, computed in the same solve as the value."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -259,7 +260,13 @@ class ODETransform(Bijector):
             and (wants_graph or settings.adjoint or y.shape[-1] >= _FORWARD_MODE_MIN_FEATURES)
         )
 
+        dropouts = [m for m in field.modules() if isinstance(m, nn.Dropout) and m.training]
+
         def dynamics(t: Tensor, state):
+            with _dropout_off(dropouts):
+                return evaluate(t, state)
+
+        def evaluate(t: Tensor, state):
             self.nfe += 1
             x = state[0] if with_ladj else state
             graph = wants_graph and torch.is_grad_enabled()
@@ -314,6 +321,21 @@ class ODETransform(Bijector):
             f"features={self.features}, context={self.context_features}, time={self.time}, "
             f"solver={s.solver!r}{steps}, trace={s.trace!r}"
         )
+
+
+@contextlib.contextmanager
+def _dropout_off(dropouts: list[nn.Dropout]):
+    """Dropout regularizes the regression losses, which call the field once; an ODE solve
+    needs one field throughout (an adaptive solver would chase a different field at every
+    evaluation), so the field's dropouts rest during each of its evaluations, the adjoint's
+    included."""
+    for m in dropouts:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in dropouts:
+            m.training = True
 
 
 def _exact_divergence(v: Tensor, x: Tensor, create_graph: bool) -> Tensor:

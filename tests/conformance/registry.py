@@ -139,7 +139,7 @@ REGISTRY = [
 
     exact("FlowMatching", lambda: px.FlowMatching(D, **ODE)),
     exact("FlowMatching-cond-ot-cfg", lambda: px.FlowMatching(D, C, coupling="ot", guidance_dropout=0.2, **ODE), True),
-    exact("FlowMatching-cond-cosine-film", lambda: shaken(px.FlowMatching(D, C, path="cosine", film=True, **ODE)), True),
+    exact("FlowMatching-cond-cosine-film-dropout", lambda: shaken(px.FlowMatching(D, C, path="cosine", film=True, dropout=0.2, **ODE)), True),
     exact("FlowMatching-vp-cond", lambda: px.FlowMatching(D, C, path="vp", **ODE), True),
     # VP is stiff near the data end, and a FiLM field moved off its start makes the solver's
     # error there 1000x larger (7e-4 at 1e-8): FiLM's checks are the other entries'.
