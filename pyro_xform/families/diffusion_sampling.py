@@ -63,6 +63,12 @@ def log_levels(schedule: Schedule, steps: int, eps: float, like: Tensor) -> Tens
     steps of order one around :math:`\\tilde\\sigma \\approx 1`, where the samples form
     (``bench/diffusion.py`` measures both grids).
 
+    Examples:
+        >>> from pyro_xform.schedules import VarianceExploding
+        >>> levels = log_levels(VarianceExploding(0.01, 10.0), 3, 0.0, torch.zeros(1))
+        >>> [round(v, 3) for v in levels.tolist()]
+        [10.0, 0.316, 0.01, 0.0]
+
     References:
         DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model Sampling in Around
         10 Steps (Lu, Zhou, Bao, Chen, Li, Zhu, 2022, arXiv:2206.00927), whose "logSNR"
