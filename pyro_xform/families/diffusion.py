@@ -153,9 +153,11 @@ class Diffusion(ContinuousTimeXform):
     lower than their image setting :math:`\\mathcal N(-1.2, 1.2^2)` at data scale 0.5, so
     the fine levels that draw sharp edges get their share); and the loss weighted by
     :math:`w = 1 + \\sigma^2 = 1/c_{out}^2`, the network's own output error, so every noise
-    level weighs alike. It is not the default: it fits low-dimensional data far better,
-    but trained by DSM alone on a small high-dimensional set (1437 digits) its density
-    fails to generalize, where VP's holds (``bench/MEASUREMENTS.md``).
+    level weighs alike. It is not the default: it fits most low-dimensional data far
+    better, but on a small high-dimensional set (1437 digits) its field memorizes the
+    training points unless ``dropout`` holds it back (with 0.1 its density generalizes
+    best of all the diffusions measured), and its Gaussian skip stalls on concentric rings
+    (``bench/MEASUREMENTS.md``).
 
     Args:
         features: event size.
