@@ -62,8 +62,10 @@ def likelihood(args) -> None:
     rows, grad_rows = {}, {}
     y_grad = y[: args.grad_points]
 
-    def ours(points, grad):
-        ode = model.ode.configured(model.ode.settings.replace(rtol=args.tol, atol=args.tol))
+    at_tolerance = {}  # library: log-likelihood of points at a tolerance, no gradient
+
+    def ours(points, grad, tol=args.tol):
+        ode = model.ode.configured(model.ode.settings.replace(rtol=tol, atol=tol))
         with torch.set_grad_enabled(grad):
             z, ladj = ode.inverse_and_ladj(points)
             lp = log_p0(z) - ladj
@@ -71,6 +73,7 @@ def likelihood(args) -> None:
                 lp.mean().backward()
         return lp.detach(), ode.nfe
 
+    at_tolerance["pyro_xform"] = lambda tol: ours(y, False, tol)
     rows["pyro_xform"] = timed(lambda: ours(y, False), args.repeats)
     grad_rows["pyro_xform"] = timed(lambda: ours(y_grad, True), args.repeats)
 
@@ -79,11 +82,11 @@ def likelihood(args) -> None:
         from zuko.transforms import FreeFormJacobianTransform
 
         validate = torch.distributions.Distribution._validate_args
-        ffj = FreeFormJacobianTransform(
-            lambda t, x: net(x, t), 0.0, 1.0, phi=tuple(net.parameters()), atol=args.tol, rtol=args.tol
-        )
 
-        def zuko_lp(points, grad):
+        def zuko_lp(points, grad, tol=args.tol):
+            ffj = FreeFormJacobianTransform(
+                lambda t, x: net(x, t), 0.0, 1.0, phi=tuple(net.parameters()), atol=tol, rtol=tol
+            )
             with torch.set_grad_enabled(grad):
                 z, ladj = ffj.inv.call_and_ladj(points)
                 lp = log_p0(z) + ladj
@@ -91,6 +94,7 @@ def likelihood(args) -> None:
                     lp.mean().backward()
             return lp.detach(), None
 
+        at_tolerance["zuko FFJ (exact)"] = lambda tol: zuko_lp(y, False, tol)
         rows["zuko FFJ (exact)"] = timed(lambda: zuko_lp(y, False), args.repeats)
         grad_rows["zuko FFJ (exact)"] = timed(lambda: zuko_lp(y_grad, True), args.repeats)
         torch.distributions.Distribution.set_default_validate_args(validate)
@@ -107,14 +111,14 @@ def likelihood(args) -> None:
 
         solver = ODESolver(Wrapped(net))
 
-        def fm_lp(points, grad):
+        def fm_lp(points, grad, tol=args.tol):
             _, lp = solver.compute_likelihood(
                 points,
                 log_p0,
                 step_size=None,
                 method="dopri5",
-                atol=args.tol,
-                rtol=args.tol,
+                atol=tol,
+                rtol=tol,
                 exact_divergence=True,
                 enable_grad=grad,
             )
@@ -122,6 +126,7 @@ def likelihood(args) -> None:
                 lp.mean().backward()
             return lp.detach(), None
 
+        at_tolerance["flow_matching (exact)"] = lambda tol: fm_lp(y, False, tol)
         rows["flow_matching (exact)"] = timed(lambda: fm_lp(y, False), args.repeats)
         try:
             grad_rows["flow_matching (exact)"] = timed(lambda: fm_lp(y_grad, True), args.repeats)
@@ -135,6 +140,7 @@ def likelihood(args) -> None:
     for name, (secs, (lp, nfe)) in rows.items():
         err = float((lp - reference).abs().mean())
         print(f"  {name:<24}{secs:>9.2f}{secs / base:>8.2f}{err:>12.2e}{nfe if nfe else '':>6}")
+    time_to_accuracy(at_tolerance, reference, args.repeats)
     print(f"\n  log-likelihood and its gradient (backward) for {y_grad.shape[0]} points (training by MLE):")
     base = grad_rows["pyro_xform"][0]
     for name, row in grad_rows.items():
@@ -142,6 +148,32 @@ def likelihood(args) -> None:
             print(f"  {name:<24}{'n/a: no gradient reaches the parameters':>48}")
         else:
             print(f"  {name:<24}{row[0]:>9.2f}{row[0] / base:>8.2f}")
+
+
+#: The accuracy every library must reach, in mean |error| of the log-likelihood (nats).
+ACCURACY = 1e-3
+
+
+def time_to_accuracy(at_tolerance: dict, reference: torch.Tensor, repeats: int) -> None:
+    """The fastest dopri5 tolerance (rtol = atol, tried from loose to tight) at which each
+    library's log-likelihood is within :data:`ACCURACY` of the float64 reference, and its time."""
+    print(f"\n  time to a mean |error| <= {ACCURACY:g} nats (dopri5, the loosest tolerance that reaches it):")
+    best = {}
+    for name, at in at_tolerance.items():
+        for tol in (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6):
+            err = float((at(tol)[0] - reference).abs().mean())
+            if err <= ACCURACY:
+                best[name] = (tol, timed(lambda at=at, tol=tol: at(tol), repeats)[0], err)
+                break
+        else:
+            best[name] = None
+    base = best["pyro_xform"][1] if best.get("pyro_xform") else float("nan")
+    for name, row in best.items():
+        if row is None:
+            print(f"  {name:<24}  does not reach it at 3e-6")
+        else:
+            tol, secs, err = row
+            print(f"  {name:<24}{secs:>9.2f}{secs / base:>8.2f}{err:>12.2e}  at {tol:g}")
 
 
 def per_step_seconds(model, data, lr):
