@@ -693,8 +693,9 @@ def test_field_dropout_acts_in_training_only_and_its_divergence_is_exact(film):
     assert model.network.net.rest.dropout0.training
     model.eval()
     assert torch.equal(training, model().log_prob(x))
-    with pytest.raises(ValueError, match="dropout"):
-        px.FlowMatching(2, dropout=1.0)
+    for family, shape in ((px.FlowMatching, 2), (px.Diffusion, (1, 8, 8))):
+        with pytest.raises(ValueError, match="dropout"):
+            family(shape, dropout=1.0)
     assert px.Diffusion((1, 8, 8), channels=8, dropout=0.1).network.down[0].dropout.p == 0.1
 
 

@@ -387,7 +387,7 @@ class TimeMLP(nn.Module):
                 tangent = None if tangent is None else tangent @ layer.weight.T
                 h, tangent = _modulated(h, tangent, next(modulations))
             elif isinstance(layer, nn.Dropout):
-                if self.training:  # one mask for the units and their tangents
+                if layer.training:  # one mask for the units and their tangents
                     keep = layer(torch.ones_like(a))
                     a = a * keep
                     tangent = None if tangent is None else tangent * keep[..., None, :]

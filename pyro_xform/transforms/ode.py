@@ -260,9 +260,11 @@ class ODETransform(Bijector):
             and (wants_graph or settings.adjoint or y.shape[-1] >= _FORWARD_MODE_MIN_FEATURES)
         )
 
-        dropouts = [m for m in field.modules() if isinstance(m, nn.Dropout) and m.training]
+        dropouts = [m for m in field.modules() if isinstance(m, nn.Dropout)]
 
         def dynamics(t: Tensor, state):
+            if not dropouts:
+                return evaluate(t, state)
             with _dropout_off(dropouts):
                 return evaluate(t, state)
 
@@ -329,13 +331,14 @@ def _dropout_off(dropouts: list[nn.Dropout]):
     needs one field throughout (an adaptive solver would chase a different field at every
     evaluation), so the field's dropouts rest during each of its evaluations, the adjoint's
     included."""
+    modes = [m.training for m in dropouts]
     for m in dropouts:
         m.training = False
     try:
         yield
     finally:
-        for m in dropouts:
-            m.training = True
+        for m, mode in zip(dropouts, modes, strict=True):
+            m.training = mode
 
 
 def _exact_divergence(v: Tensor, x: Tensor, create_graph: bool) -> Tensor:
