@@ -76,11 +76,9 @@ def field_network(
 
     Raises:
         ValueError: an unknown architecture, a U-Net asked for a shape that is not an
-            image, an MLP's option (``film``) given to a U-Net, or a dropout outside [0, 1).
+            image, or an MLP's option (``film``) given to a U-Net.
     """
     shape = event_shape_of(features)
-    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
     if image_network(shape, architecture):
         if film:
             raise ValueError("film modulates the MLP's layers; the U-Net embeds the time in every block")

@@ -408,6 +408,7 @@ class Diffusion(ContinuousTimeXform):
         steps: int | None = None,
         eta: float = 0.0,
         churn: float = diffusion_sampling.SQRT2_LESS_1,
+        grid: str = "log",
         guidance: float | None = None,
         **ode_settings,
     ) -> Tensor:
@@ -428,6 +429,8 @@ class Diffusion(ContinuousTimeXform):
                 ``dpm``, 100 for ``sde`` and ``ddim``).
             eta: DDIM's noise scale :math:`\\eta \\in [0, 1]` (1 is ancestral sampling).
             churn: the stochastic sampler's :math:`\\gamma \\in [0, \\sqrt 2 - 1]`.
+            grid: DPM-Solver++'s noise levels: ``"log"`` (equal steps of log noise level)
+                or ``"karras"`` (see :func:`~pyro_xform.families.diffusion_sampling.dpm`).
             guidance: the classifier-free guidance scale :math:`w` of a model trained with
                 ``guidance_dropout`` (default: the model's).
 
@@ -462,7 +465,7 @@ class Diffusion(ContinuousTimeXform):
             "stochastic": lambda: diffusion_sampling.stochastic(
                 noise, self.schedule, x, steps, self.eps, churn=churn
             ),
-            "dpm": lambda: diffusion_sampling.dpm(noise, self.schedule, x, steps, self.eps),
+            "dpm": lambda: diffusion_sampling.dpm(noise, self.schedule, x, steps, self.eps, grid),
             "sde": lambda: diffusion_sampling.reverse_sde(noise, self.schedule, x, steps, self.eps),
             "ddim": lambda: diffusion_sampling.ddim(noise, self.schedule, x, steps, self.eps, eta),
         }

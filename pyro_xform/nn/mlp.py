@@ -61,6 +61,12 @@ class Residual(nn.Module):
         return h + self.body(h)
 
 
+def check_dropout(p: float) -> None:
+    """Refuse a dropout probability outside [0, 1) (1 would zero every unit)."""
+    if not (isinstance(p, (int, float)) and 0 <= p < 1):
+        raise ValueError(f"dropout must lie in [0, 1), got {p!r}")
+
+
 def _with_dropout(layers: list[nn.Module], p: float) -> OrderedDict[str, nn.Module]:
     """The layers by their positions' names, with dropout after each but the last; the
     dropouts are named apart, so the parameters' names do not depend on ``p``."""
@@ -118,8 +124,7 @@ class MLP(nn.Module):
             raise ValueError("hidden must name at least one layer size")
         if residual and len(set(hidden)) != 1:
             raise ValueError(f"residual blocks share one width; got hidden={hidden}")
-        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        check_dropout(dropout)
         # With no inputs (a 1-D coupling) the first layer is a learned bias alone.
         self.first = nn.Linear(in_features, hidden[0]) if in_features else None
         self.first_bias = None if in_features else nn.Parameter(torch.zeros(hidden[0]))

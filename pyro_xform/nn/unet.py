@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .mlp import TimeEmbedding
+from .mlp import TimeEmbedding, check_dropout
 
 __all__ = ["TimeUNet"]
 
@@ -116,6 +116,7 @@ class TimeUNet(nn.Module):
             raise ValueError(f"shape must be (channels, height, width), got {shape!r}")
         if not (isinstance(channels, int) and channels > 0 and multipliers and blocks >= 1):
             raise ValueError("channels, multipliers and blocks must be positive")
+        check_dropout(dropout)
         self.shape, self.features, self.context_features = shape, shape[0] * shape[1] * shape[2], context
         width = 4 * channels
         self.time = TimeEmbedding(time_features)
