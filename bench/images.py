@@ -96,6 +96,7 @@ OPTIONS = (
     "Diffusion-unet-attention",
     "FM-unet-raw",
     "Diffusion-unet-raw",
+    "Diffusion-unet-vp",
 )
 
 
@@ -164,6 +165,7 @@ def candidates(shape, levels):
             "hutchinson",
         ),
         "Diffusion-unet-marginal": (lambda: px.Diffusion(shape, standardize="marginal"), "hutchinson"),
+        "Diffusion-unet-vp": (lambda: px.Diffusion(shape, sde="vp"), "hutchinson"),
     }
 
 

@@ -60,9 +60,10 @@ def test_vae_on_digits_beats_the_gmm_and_a_flow_prior_tightens_its_bound():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("family", "bound"), [(px.FlowMatching, 3.76), (px.Diffusion, 3.82)])
+@pytest.mark.parametrize(("family", "bound"), [(px.FlowMatching, 3.76), (px.Diffusion, 3.70)])
 def test_continuous_families_defaults_on_checkerboard(family, bound):
-    # The demo's budget; the fields without FiLM reached 3.816 and 3.877 here.
+    # The demo's budget; the fields without FiLM reached 3.816 and 3.877 here, and
+    # Diffusion's VP design with FiLM 3.773 (EDM without FiLM: 3.643).
     torch.set_num_threads(2)
     train, test = px.datasets.load("checkerboard", n_train=20_000, n_test=5_000)
     torch.manual_seed(0)
@@ -71,3 +72,17 @@ def test_continuous_families_defaults_on_checkerboard(family, bound):
     with torch.no_grad():
         nll = float(-model().log_prob(test).mean())
     assert 3.466 < nll <= bound
+
+
+@pytest.mark.slow
+def test_diffusion_default_learns_beyond_the_gaussian_on_rings_at_a_high_learning_rate():
+    # With FiLM, EDM's skip stalled at the Gaussian here (3.587: the Gaussian fit's NLL);
+    # the default reached 3.253.
+    torch.set_num_threads(2)
+    train, test = px.datasets.load("rings", n_train=20_000, n_test=5_000)
+    torch.manual_seed(0)
+    model = px.Diffusion(2)
+    px.fit(model, train, steps=4500, batch_size=512, lr=5e-3, schedule="cosine", seed=0, progress=False)
+    with torch.no_grad():
+        nll = float(-model().log_prob(test).mean())
+    assert nll <= 3.40

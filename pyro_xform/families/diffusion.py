@@ -143,7 +143,7 @@ class Diffusion(ContinuousTimeXform):
     density. :meth:`sample` offers fixed-step samplers: Karras et al.'s Heun and
     stochastic samplers, DPM-Solver++(2M), reverse-SDE Euler–Maruyama and DDIM.
 
-    ``sde="edm"`` is Karras et al.'s design (EDM) on standardized data:
+    ``sde="edm"`` (the default) is Karras et al.'s design (EDM) on standardized data:
     a VE path :math:`x_s = x + \\sigma_s \\varepsilon` with :math:`\\sigma` from 0.002 to
     :math:`3\\sqrt{2D}` (about the largest distance between standardized points),
     geometric in :math:`s` (so the network's time is :math:`\\log\\sigma` up to an affine
@@ -153,11 +153,14 @@ class Diffusion(ContinuousTimeXform):
     lower than their image setting :math:`\\mathcal N(-1.2, 1.2^2)` at data scale 0.5, so
     the fine levels that draw sharp edges get their share); and the loss weighted by
     :math:`w = 1 + \\sigma^2 = 1/c_{out}^2`, the network's own output error, so every noise
-    level weighs alike. It is not the default: it fits most low-dimensional data far
-    better, but on a small high-dimensional set (1437 digits) its field memorizes the
-    training points unless ``dropout`` holds it back (with 0.1 its density generalizes
-    best of all the diffusions measured), and its Gaussian skip stalls on concentric rings
-    (``bench/MEASUREMENTS.md``).
+    level weighs alike. It fits low-dimensional data far better than VP and gives the
+    Gaussian's density exactly from the start. On a small high-dimensional set (1437
+    digits) a large field memorizes the training points unless ``dropout`` holds it back
+    (with 0.1 its density generalizes best of all the diffusions measured). Its network
+    is not FiLM-modulated by default: with the skip it learns only a small departure from
+    the Gaussian, and FiLM's modulation, starting at zero, then drifts under Adam's noise
+    at a high learning rate until the field stalls at the Gaussian (concentric rings at
+    lr 5e-3; ``bench/MEASUREMENTS.md``).
 
     Args:
         features: event size.
@@ -167,11 +170,12 @@ class Diffusion(ContinuousTimeXform):
             :class:`~pyro_xform.nn.TimeUNet` of base width ``channels``, with self-attention
             if ``attention``, for images of at least 8 x 8; else the MLP), ``"mlp"`` or
             ``"image"`` (see :func:`~pyro_xform.families.continuous.field_network`).
-        sde: ``"vp"`` (default; :math:`\\beta` linear from ``beta_min`` to ``beta_max``),
-            ``"edm"`` (above) or ``"ve"`` (:math:`\\sigma` geometric from ``sigma_min`` to
-            ``sigma_max``; default 0.01 to :math:`3\\sqrt{2 D}`, about the largest distance
-            between standardized points). VP and VE train the plain noise prediction
-            (:math:`w = 1`, uniform times) unless told otherwise.
+        sde: ``"edm"`` (default, above), ``"vp"`` (:math:`\\beta` linear from ``beta_min``
+            to ``beta_max``; the default before 2026-12-08) or ``"ve"`` (:math:`\\sigma`
+            geometric from ``sigma_min`` to ``sigma_max``; default 0.01 to
+            :math:`3\\sqrt{2 D}`, about the largest distance between standardized points).
+            VP and VE train the plain noise prediction (:math:`w = 1`, uniform times)
+            unless told otherwise.
         sigma_min, sigma_max: the noise range of ``"edm"`` (0.002 to :math:`3\\sqrt{2D}`)
             and ``"ve"`` (0.01 to :math:`3\\sqrt{2D}`).
         eps: the data end of the time interval (default 1e-3 for VP, 0 for VE and EDM).
@@ -210,9 +214,10 @@ class Diffusion(ContinuousTimeXform):
             Default: ``"lognormal"`` for ``"edm"``, ``"uniform"`` else.
         lognormal: (mean, std) of the log noise level for ``time_sampling="lognormal"``.
         film: modulate every hidden layer of the MLP network by the time and context (see
-            :class:`~pyro_xform.nn.TimeMLP`). ``None`` (default): on for the MLP (vectors),
-            off for the U-Net (which embeds the time in every block itself); it measured
-            better on the 2-D sets and on digits (``bench/MEASUREMENTS.md``).
+            :class:`~pyro_xform.nn.TimeMLP`). ``"auto"`` (default): on for the MLP of a VP
+            or VE model (it measured better on the 2-D sets and on digits), off for EDM
+            (above) and for the U-Net (which embeds the time in every block itself);
+            ``None``, what files written before 2026-12-08 record: on for the MLP.
         dropout: the probability of dropping each hidden unit of the field network in
             training (:class:`~pyro_xform.nn.TimeMLP`, or the U-Net's residual blocks). A
             regularizer for a large field on few data, which otherwise memorizes its
@@ -252,7 +257,7 @@ class Diffusion(ContinuousTimeXform):
         hidden: Sequence[int] = (128, 128, 128),
         activation: str = "silu",
         time_features: int = 16,
-        sde: str = "vp",
+        sde: str = "edm",
         beta_min: float = 0.1,
         beta_max: float = 20.0,
         sigma_min: float | None = None,
@@ -266,7 +271,7 @@ class Diffusion(ContinuousTimeXform):
         attention: bool = False,
         gaussian_skip: bool | None = None,
         lognormal: tuple[float, float] = (-1.0, 1.6),
-        film: bool | None = None,
+        film: bool | str | None = "auto",
         dropout: float = 0.0,
         guidance_dropout: float = 0.0,
         guidance: float = 1.0,
@@ -297,6 +302,13 @@ class Diffusion(ContinuousTimeXform):
         if gaussian_skip is None:
             gaussian_skip = edm or standardize == "regression"
         gaussian_skip = bool(gaussian_skip)
+        if not (film is None or isinstance(film, bool) or film == "auto"):
+            raise ValueError(f"film must be True, False, 'auto' or None, got {film!r}")
+        if film == "auto":
+            # EDM's skip leaves the network a small departure from the Gaussian to learn;
+            # FiLM's modulation, starting at zero, then drifts under Adam's noise at a high
+            # learning rate and the field stalls at the Gaussian (bench/MEASUREMENTS.md).
+            film = False if edm else None
         net = field_network(
             features,
             context + int(null_token),

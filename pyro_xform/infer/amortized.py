@@ -50,7 +50,8 @@ _REGRESSION = dict(
 # The field learns only what the linear-Gaussian fit of theta | x misses: theta is
 # standardized by its regression on x, and the field starts as the exact one for Gaussian
 # data (its effect in bench/sbi.py: bench/MEASUREMENTS.md). The SBI table was measured on
-# fields without FiLM, so the estimators keep them so until it is measured with it.
+# fields without FiLM, and diffusion on the VP path, so the estimators keep them so until
+# they are measured otherwise.
 _FIELD = dict(hidden=(256, 256, 256), standardize="regression", gaussian_skip=True, film=False)
 
 
@@ -96,7 +97,10 @@ ESTIMATORS = {
         "FlowMatching", _by_likelihood(ConditionalFlowMatching), dict(_FIELD), dict(_REGRESSION)
     ),
     "diffusion": Estimator(
-        "Diffusion", _by_likelihood(DenoisingScoreMatching), dict(_FIELD), dict(_REGRESSION)
+        "Diffusion",
+        _by_likelihood(DenoisingScoreMatching),
+        dict(_FIELD, sde="vp"),
+        dict(_REGRESSION),
     ),
 }
 
