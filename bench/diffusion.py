@@ -1,6 +1,6 @@
 """Diffusion designs and samplers on the demo's data and budget, one run.
 
-    python bench/diffusion.py [--threads 1] [--steps 4500] [--designs default vp ...]
+    python bench/diffusion.py [--threads 1] [--steps 4500] [--designs "edm (default)" ...]
 
 Each design is a ``Diffusion(2, ...)`` fitted to the checkerboard like ``pyro-xform demo``
 fits it (20,000 points, batch 512, lr 5e-3 with a cosine schedule, seed 0). Reported: the
@@ -22,8 +22,9 @@ from pyro_xform import datasets
 from pyro_xform.metrics import sliced_wasserstein
 
 DESIGNS = {
-    "vp (default)": {},
-    "edm": dict(sde="edm"),
+    "edm (default)": {},
+    "edm with FiLM": dict(film=True),
+    "vp (the default before 2026-12-08)": dict(sde="vp"),
     "edm, sigma to 80": dict(sde="edm", sigma_max=80.0),
     "edm, sigma to 80, lognormal(-0.5,1.2)": dict(sde="edm", sigma_max=80.0, lognormal=(-0.5, 1.2)),
 }
