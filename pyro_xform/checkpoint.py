@@ -63,6 +63,9 @@ def build(config: str | dict) -> Xform:
     kwargs = {k: build(v) if _is_spec(v) else v for k, v in config["kwargs"].items()}
     for name, value in _BEFORE.get(family, {}).items():
         kwargs.setdefault(name, value)
+    if family == "Autoencoder" and kwargs.get("density") is None:
+        # Files written before 2026-12-08 record no density: theirs was this MAF.
+        kwargs["density"] = FAMILIES["MAF"](kwargs.get("latent", 8), transforms=4, hidden=(64, 64))
     return _CLASSES[family](**kwargs)
 
 

@@ -320,3 +320,25 @@ def test_gan_loads_a_file_written_under_the_old_names():
     x = torch.randn(5, 3)
     assert torch.equal(again.discriminate(x), gan.discriminate(x))
     assert torch.equal(again.standardizer.loc, gan.standardizer.loc) and bool(again.standardizer.initialized)
+
+
+def test_autoencoder_records_its_default_density_and_loads_a_file_written_with_the_old_one(tmp_path):
+    import json
+
+    from pyro_xform import checkpoint
+
+    ae = px.Autoencoder(4, latent=2, hidden=(8,))
+    assert isinstance(ae.density, px.NSF) and ae.config["density"]["family"] == "NSF"
+    px.save(ae, tmp_path / "new.pt")
+    x = torch.randn(5, 4)
+    assert torch.equal(
+        px.load(tmp_path / "new.pt").density().log_prob(x[:, :2]), ae.density().log_prob(x[:, :2])
+    )
+    # A file written before 2026-12-08 records no density; its density was this MAF.
+    old = px.Autoencoder(4, latent=2, hidden=(8,), density=px.MAF(2, transforms=4, hidden=(64, 64)))
+    config = {"family": "Autoencoder", "kwargs": {**old.config, "density": None}}
+    contents = {"format": checkpoint.FORMAT, "config": json.dumps(config), "state_dict": old.state_dict()}
+    torch.save(contents, tmp_path / "old.pt")
+    again = px.load(tmp_path / "old.pt")
+    assert isinstance(again.density, px.MAF)
+    assert torch.equal(again.decode(x[:, :2]), old.decode(x[:, :2]))
