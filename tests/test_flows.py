@@ -116,3 +116,18 @@ def test_spline_hand_written_backward_passes_gradcheck(floors):
     x = torch.linspace(-2.6, 2.6, m, dtype=torch.float64).requires_grad_(True)
     pt = torch.randn(spline.params_per_dim, m, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, pt: _RQDensity.apply(x, pt, spline), (x, pt))
+
+
+def test_affine_flows_default_sizes_differ_by_family_and_event_shape():
+    def couplings(flow):
+        return [b for b in flow.transform.bijectors if type(b).__name__ == "AffineCoupling"]
+
+    assert len(couplings(px.RealNVP(2))) == 8 and len(couplings(px.RealNVP(2, transforms=3))) == 3
+
+    def first_scale(flow):
+        return len(flow.transform.bijectors[0].levels[0])  # the multi-scale flow, then the logit
+
+    per_step = first_scale(px.RealNVP((1, 8, 8), channels=4, transforms=1))
+    assert first_scale(px.RealNVP((1, 8, 8), channels=4)) == 6 * per_step  # 6 steps a scale
+    made = {type(f).__name__: f.transform.bijectors[0].net.first.out_features for f in (px.MAF(2), px.IAF(2))}
+    assert made == {"MAF": 128, "IAF": 64}
